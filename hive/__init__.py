@@ -1,0 +1,1 @@
+"""hive: speaker embeddings trained by multi-task learning, in JAX/Flax."""
