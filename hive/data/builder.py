@@ -14,7 +14,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import pathlib
 import re
@@ -101,10 +100,10 @@ class SpeechCorpus(tfds.core.GeneratorBasedBuilder):
       for utt in utterances:
         yield extract.extract(utt, config)
       return
-    # Spawned workers: forking a process that already runs TensorFlow threads is unsafe.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
-      yield from pool.map(extract.extract, utterances, [config] * len(utterances), chunksize=16)
+    # Threads, not processes: decoding (libsndfile), FFTs and BLAS release the
+    # GIL, and processes would have to be spawned (forking TensorFlow is unsafe).
+    with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
+      yield from pool.map(lambda utt: extract.extract(utt, config), utterances)
 
 
 @dataclasses.dataclass

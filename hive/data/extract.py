@@ -1,7 +1,7 @@
 """Audio file -> log-mel, the unit of work of feature extraction.
 
-Kept apart from the TFDS builder because it runs in spawned worker processes:
-importing it must stay cheap (no TensorFlow).
+Kept apart from the TFDS builder so it can be used (and tested) without
+TensorFlow.
 """
 
 from __future__ import annotations
