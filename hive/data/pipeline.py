@@ -124,7 +124,10 @@ def make_batch_fn(pool: FramePool, n_speakers: int, n_utterances: int, crop_fram
     # takes the (j mod count)-th, so short speakers reuse theirs in turn.
     count = tf.gather(counts, speaker)
     rows = tf.gather(table, speaker)
-    shuffle = tf.random.stateless_uniform(tf.shape(rows), keys[1])
+    # Draws are shaped for the global batch and sliced, so each host's rows are
+    # the ones the single-host batch would have.
+    shuffle = tf.random.stateless_uniform([n_speakers, table.shape[1]], keys[1])
+    shuffle = shuffle[first:first + local]
     shuffle = tf.where(rows >= 0, shuffle, 2.0)
     ranked = tf.gather(rows, tf.argsort(shuffle, axis=1), batch_dims=1)
     slot = tf.range(m)[None, :]
@@ -135,7 +138,7 @@ def make_batch_fn(pool: FramePool, n_speakers: int, n_utterances: int, crop_fram
     length = tf.gather(lengths, utt)
     # Stratified offsets: reuse r of an utterance starts in the r-th of `reuses`
     # equal stretches of its valid range, so reused windows differ.
-    jitter = tf.random.stateless_uniform([local, m], keys[2])
+    jitter = tf.random.stateless_uniform([n_speakers, m], keys[2])[first:first + local]
     fraction = tf.reshape((reuse + jitter) / reuses, [-1])
     span = tf.maximum(length - crop_frames + 1, 1)
     offset = tf.minimum(tf.cast(fraction * tf.cast(span, tf.float32), tf.int64), span - 1)
