@@ -1,0 +1,56 @@
+"""Checkpoints with orbax: `WORKDIR/checkpoints/<step>/`, and the config beside them.
+
+The whole `TrainState` is saved (parameters, optimiser state, step, RNG). The
+data pipeline needs no state of its own: batch k is a function of the seed and
+k, so restoring the step restores the data position. Orbax writes each
+checkpoint to a temporary directory and renames it when complete, so a run
+killed at any moment (even SIGKILL) restarts from the last complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir).resolve() / "checkpoints"
+
+
+def make_manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(manager: ocp.CheckpointManager, state) -> None:
+  manager.save(int(jax.device_get(state.step)), args=ocp.args.StandardSave(state), force=True)
+
+
+def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = None):
+  """Restores `step` (default: the latest) into the structure/shardings of `target`.
+
+  Returns `target` unchanged when there is no checkpoint yet.
+  """
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return target
+  return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def save_config(workdir, config: ml_collections.ConfigDict) -> None:
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no saved config (is {workdir} a hive workdir?)")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -1,0 +1,67 @@
+"""The base configuration every `configs/*.py` starts from; each field is explained here."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Initialisation, batches and augmentation all derive from it.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.root = ""  # Corpus root(s), comma-separated; empty: the built-in synthetic corpus.
+  c.data.data_dir = ""  # TFDS cache; empty: $HIVE_CACHE/tfds or ~/.cache/hive/tfds.
+  c.data.n_mels = 40
+  c.data.trim_silence = False
+  c.data.dev_fraction = 0.2  # Speakers held out for dev EER (speaker-disjoint).
+  c.data.dev_speakers = ()  # Explicit dev speakers; overrides dev_fraction when given.
+  c.data.split_seed = 0
+  c.data.n_speakers = 16  # N: speakers per batch.
+  c.data.n_utterances = 8  # M: utterances per speaker.
+  c.data.crop_frames = 160  # 1.6 s crops.
+  c.data.dev_segments_per_speaker = 8
+  c.data.synthetic = ml_collections.ConfigDict(
+      dict(num_speakers=40, utterances_per_speaker=8, seed=0))
+
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "lstm"  # "lstm" (GE2E d-vector), "rescnn" (Deep Speaker), "tdnn".
+  c.model.embed_dim = 256
+  c.model.speaker_head = "cosine"  # "cosine" (AM-softmax) or "linear".
+  c.model.input_norm = True  # Per-utterance mean normalisation of the log-mel.
+  c.model.dtype = "float32"  # "bfloat16" computes the encoder in bf16.
+  c.model.lstm = ml_collections.ConfigDict(dict(hidden=256, layers=3))
+  c.model.rescnn = ml_collections.ConfigDict(dict(channels=(32, 64, 128, 256), blocks_per_stage=1))
+  c.model.tdnn = ml_collections.ConfigDict(dict(channels=256, dilations=(2, 3, 4)))
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.weights = ml_collections.ConfigDict(
+      dict(ge2e=1.0, triplet=1.0, speaker_id=1.0, gender=0.1))  # 0 disables a term.
+  c.loss.ge2e_kind = "softmax"  # "softmax" or "contrast".
+  c.loss.ge2e_w_init = 10.0
+  c.loss.ge2e_b_init = -5.0
+  c.loss.triplet_margin = 0.3  # On cosine similarity.
+  c.loss.triplet_mining = "batch_hard"  # "batch_hard" or "semi_hard".
+  c.loss.triplet_group = 1  # >1: anchors/positives/negatives are means of this many utterances.
+  c.loss.speaker_margin = 0.2  # AM-softmax margin (cosine head).
+  c.loss.speaker_scale = 30.0  # AM-softmax scale (cosine head).
+
+  c.augment = ml_collections.ConfigDict(dict(
+      enabled=False, noise_probability=0.5, snr_db=(5.0, 30.0),
+      freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 300
+  c.train.learning_rate = 1e-3
+  c.train.schedule = "cosine"  # "cosine" (with warm-up) or "constant".
+  c.train.warmup_steps = 30
+  c.train.final_lr_fraction = 0.05
+  c.train.weight_decay = 1e-4
+  c.train.grad_clip = 3.0  # Global-norm clipping, as in GE2E.
+  c.train.loss_params_lr_scale = 0.01  # GE2E's w, b learn 100x slower.
+  c.train.log_every = 10
+  c.train.eval_every = 100
+  c.train.eval_batch_size = 256
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 3
+  return c

@@ -1,0 +1,74 @@
+"""The speaker model: an embedder plus the speaker-ID and gender heads.
+
+`SpeakerModel.__call__` returns {"embedding": [B, D] L2-normalised,
+"speaker_logits": [B, S], "gender_logit": [B]}; `embed` returns the embedding
+alone, for inference.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hive.models.lstm import LSTMEmbedder
+from hive.models.rescnn import ResCNNEmbedder
+from hive.models.tdnn import TDNNEmbedder
+
+ENCODERS = {"lstm": LSTMEmbedder, "rescnn": ResCNNEmbedder, "tdnn": TDNNEmbedder}
+
+
+def l2_normalise(x, eps=1e-8):
+  return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+class CosineHead(nn.Module):
+  """Cosines between the embedding and one learned direction per class."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, embedding):
+    w = self.param("kernel", nn.initializers.normal(0.01), (embedding.shape[-1], self.num_classes))
+    return l2_normalise(embedding.astype(jnp.float32)) @ l2_normalise(w.T).T
+
+
+class SpeakerModel(nn.Module):
+  encoder: nn.Module
+  num_speakers: int
+  speaker_head: str = "cosine"  # "cosine" (AM-softmax-ready) or "linear".
+  input_norm: bool = True  # Per-utterance mean normalisation of each mel band.
+
+  def setup(self):
+    if self.speaker_head == "cosine":
+      self.speaker = CosineHead(self.num_speakers)
+    elif self.speaker_head == "linear":
+      self.speaker = nn.Dense(self.num_speakers)
+    else:
+      raise ValueError(f"unknown speaker_head {self.speaker_head!r}: 'cosine' or 'linear'")
+    self.gender = nn.Dense(1)
+
+  def embed(self, features):
+    if self.input_norm:
+      # Removes the channel (microphone, room) offset; identity lives in the shape.
+      features = features - jnp.mean(features, axis=1, keepdims=True)
+    return l2_normalise(self.encoder(features).astype(jnp.float32))
+
+  def __call__(self, features):
+    embedding = self.embed(features)
+    return {
+        "embedding": embedding,
+        "speaker_logits": self.speaker(embedding),
+        "gender_logit": self.gender(embedding)[:, 0],
+    }
+
+
+def create_model(model_config, num_speakers: int) -> SpeakerModel:
+  """Builds the model named by `model_config.encoder` with its sub-config."""
+  name = model_config.encoder
+  if name not in ENCODERS:
+    raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+  dtype = jnp.bfloat16 if model_config.get("dtype", "float32") == "bfloat16" else jnp.float32
+  options = dict(model_config.get(name, {}))
+  encoder = ENCODERS[name](embed_dim=model_config.embed_dim, dtype=dtype, **options)
+  return SpeakerModel(encoder=encoder, num_speakers=num_speakers,
+                      speaker_head=model_config.speaker_head,
+                      input_norm=model_config.get("input_norm", True))

@@ -1,0 +1,205 @@
+"""Training: the state, the jitted multi-task step over a device mesh, the loop.
+
+`train_and_evaluate(config, workdir)` is what `python -m hive.main` runs. It
+resumes from the latest checkpoint in `workdir` when there is one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from flax.training import train_state
+from tqdm import tqdm
+
+from hive import augment, checkpoint, input_pipeline, losses, metrics, parallel
+from hive.models import SpeakerModel, create_model
+
+LOSS_TERMS = ("ge2e", "triplet", "speaker_id", "gender")
+
+
+class TrainState(train_state.TrainState):
+  rng: jax.Array
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warm-up, then cosine decay to `final_lr_fraction` of the peak."""
+  if config.schedule == "constant":
+    return optax.constant_schedule(config.learning_rate)
+  if config.schedule != "cosine":
+    raise ValueError(f"unknown schedule {config.schedule!r}: 'cosine' or 'constant'")
+  return optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, min(config.warmup_steps, max(config.steps - 1, 1)),
+      max(config.steps, 1), config.learning_rate * config.final_lr_fraction)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW for the model and slower Adam for GE2E's w, b.
+
+  GE2E scales the gradients of w and b by 0.01; Adam is invariant to gradient
+  scale, so the same intent is expressed as a smaller learning rate.
+  """
+  schedule = learning_rate_schedule(config)
+  loss_schedule = lambda step: schedule(step) * config.loss_params_lr_scale
+  labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
+  return optax.chain(
+      optax.clip_by_global_norm(config.grad_clip),
+      optax.multi_transform({"model": optax.adamw(schedule, weight_decay=config.weight_decay),
+                             "loss": optax.adam(loss_schedule)}, labels))
+
+
+def create_train_state(config, num_speakers: int, rng) -> TrainState:
+  model = create_model(config.model, num_speakers)
+  init_rng, state_rng = jax.random.split(rng)
+  shape = (1, config.data.crop_frames, config.data.n_mels)
+  params = {
+      "model": model.init(init_rng, jnp.zeros(shape, jnp.float32))["params"],
+      "loss": {"w": jnp.asarray(config.loss.ge2e_w_init, jnp.float32),
+               "b": jnp.asarray(config.loss.ge2e_b_init, jnp.float32)},
+  }
+  return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config.train),
+                           rng=state_rng)
+
+
+def loss_weights(config) -> dict:
+  return {k: float(config.loss.weights.get(k, 0.0)) for k in LOSS_TERMS}
+
+
+def train_step(state: TrainState, batch, config) -> tuple[TrainState, dict]:
+  """One optimisation step on a global batch; pure: (state, batch) -> (state, metrics)."""
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  features = augment.augment(step_rng, batch["features"], config.augment)
+  loss_config = ml_collections.ConfigDict(dict(config.loss, n_utterances=config.data.n_utterances))
+  weights = loss_weights(config)
+
+  def loss_fn(params):
+    outputs = state.apply_fn({"params": params["model"]}, features)
+    return losses.multitask_loss(outputs, batch, params["loss"], weights, loss_config)
+
+  (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  step_metrics["grad_norm"] = optax.global_norm(grads)
+  step_metrics["learning_rate"] = learning_rate_schedule(config.train)(state.step)
+  return state.apply_gradients(grads=grads), step_metrics
+
+
+def make_train_step(config, mesh):
+  """The jitted step: batch sharded on the data axis, state replicated and donated."""
+  return jax.jit(functools.partial(train_step, config=config),
+                 in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def make_embed_fn(model: SpeakerModel, batch_size: int):
+  """numpy features [K, T, F] -> numpy embeddings [K, D], in fixed-size jitted chunks."""
+  embed = jax.jit(lambda params, x: model.apply({"params": params}, x, method=SpeakerModel.embed))
+
+  def embed_all(params, features):
+    out = []
+    for i in range(0, len(features), batch_size):
+      chunk = features[i:i + batch_size]
+      pad = batch_size - len(chunk)  # Fixed shape: one compilation for every chunk.
+      chunk = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
+      out.append(np.asarray(jax.device_get(embed(params, chunk)))[:batch_size - pad])
+    return np.concatenate(out)
+  return embed_all
+
+
+def evaluate_dev(embed_all, params, segments) -> dict:
+  embeddings = embed_all(params, segments["features"])
+  result = metrics.verification(embeddings, segments["speaker"])
+  return {"dev_eer": result["eer"], "dev_min_dcf": result["min_dcf"]}
+
+
+def _init_state(config, num_speakers, mesh) -> TrainState:
+  """Initialises the state directly into its replicated sharding (works multi-host)."""
+  rng = jax.random.PRNGKey(config.seed)
+  return jax.jit(lambda r: create_train_state(config, num_speakers, r),
+                 out_shardings=parallel.replicated(mesh))(rng)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  started = time.time()
+  is_main = jax.process_index() == 0
+  mesh = parallel.make_mesh()
+  data = config.data
+  parallel.check_divisible(data.n_speakers * data.n_utterances, mesh)
+
+  inputs = input_pipeline.load_inputs(data)
+  state = _init_state(config, inputs.train.num_speakers, mesh)
+  manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(manager, state)
+  start_step = int(jax.device_get(state.step))
+  if is_main:
+    checkpoint.save_config(workdir, config)
+    if start_step:
+      logging.info("Resuming from step %d in %s", start_step, workdir)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  step_fn = make_train_step(config, mesh)
+  model = create_model(config.model, inputs.train.num_speakers)
+  embed_all = make_embed_fn(model, config.train.eval_batch_size)
+  segments = input_pipeline.dev_segments(inputs, data)
+  batches = input_pipeline.train_batches(inputs, data, config.seed, start_step)
+  rows = data.n_speakers * data.n_utterances
+
+  last, dev, window_start, window_steps = {}, {}, time.time(), 0
+  steps = config.train.steps
+  bar = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=not is_main,
+             desc="train", unit="step", dynamic_ncols=True)
+  for step in bar:
+    batch = parallel.global_batch(next(batches), mesh)
+    state, step_metrics = step_fn(state, batch)
+    step_metrics = jax.device_get(step_metrics)
+    if not np.isfinite(step_metrics["loss"]):
+      manager.wait_until_finished()
+      raise NonFiniteLoss(
+          f"loss became {step_metrics['loss']} at step {step + 1}; stopping without saving "
+          f"(last good checkpoint: {manager.latest_step()}). Lower train.learning_rate or "
+          "check the data.")
+    last = {k: float(v) for k, v in step_metrics.items()}
+    window_steps += 1
+    done = step + 1
+    if done % config.train.log_every == 0 or done == steps:
+      seconds = time.time() - window_start
+      last["steps_per_second"] = window_steps / seconds
+      last["utterances_per_second"] = window_steps * rows / seconds
+      writer.write_scalars(done, last)
+      bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "ge2e", "speaker_id_accuracy")
+                       if k in last})
+      window_start, window_steps = time.time(), 0
+    if segments is not None and (done % config.train.eval_every == 0 or done == steps):
+      dev = evaluate_dev(embed_all, state.params["model"], segments)
+      writer.write_scalars(done, dev)
+      if is_main:
+        tqdm.write(f"step {done}: dev EER {dev['dev_eer']:.2%}, minDCF {dev['dev_min_dcf']:.3f}, "
+                   f"loss {last['loss']:.4f}")
+    if done % config.train.checkpoint_every == 0 or done == steps:
+      checkpoint.save(manager, state)
+  bar.close()
+  manager.wait_until_finished()
+  writer.flush()
+
+  summary = {
+      "steps": int(jax.device_get(state.step)),
+      "dev_eer": dev.get("dev_eer"),
+      "dev_min_dcf": dev.get("dev_min_dcf"),
+      **{k: last.get(k) for k in LOSS_TERMS + ("loss",) if k in last},
+      "checkpoint": str(checkpoint.checkpoint_dir(workdir) / str(manager.latest_step())),
+      "seconds": round(time.time() - started, 1),
+  }
+  return summary
