@@ -1,0 +1,145 @@
+"""Training: one step learns, resume equals an uninterrupted run, NaN guard, the CLI."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from hive import checkpoint, config as config_lib, input_pipeline, parallel, train
+from hive.data import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+  root = tmp_path_factory.mktemp("corpus")
+  synthetic.generate_corpus(root, num_speakers=8, utterances_per_speaker=3, seconds=(1.0, 1.5),
+                            seed=3)
+  return root
+
+
+def tiny_config(corpus, data_dir, steps=6):
+  c = config_lib.base_config()
+  c.data.root = str(corpus)
+  c.data.data_dir = str(data_dir)
+  c.data.n_speakers, c.data.n_utterances, c.data.crop_frames = 4, 3, 40
+  c.data.dev_fraction = 0.25
+  c.data.dev_segments_per_speaker = 2
+  c.model.embed_dim = 16
+  c.model.lstm.hidden, c.model.lstm.layers = 32, 1
+  c.augment.enabled = True  # Exercise the augmentation RNG through resume too.
+  c.train.steps = steps
+  c.train.warmup_steps = 2
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 1
+  c.train.eval_batch_size = 8
+  return c
+
+
+def params_of(workdir, config):
+  inputs = input_pipeline.load_inputs(config.data)
+  target = train._init_state(config, inputs.train.num_speakers, parallel.make_mesh())
+  state = checkpoint.restore_latest(checkpoint.make_manager(workdir), target)
+  return jax.device_get(state.params), int(state.step)
+
+
+def fixed_batch(n, m, t, f, seed=0):
+  rng = np.random.default_rng(seed)
+  base = rng.normal(size=(n, 1, t, f))  # Each speaker its own pattern, plus noise.
+  features = (base + 0.3 * rng.normal(size=(n, m, t, f))).reshape(n * m, t, f)
+  return {"features": features.astype(np.float32),
+          "speaker": np.repeat(np.arange(n), m).astype(np.int32),
+          "gender": np.tile([0, 1], n * m // 2).astype(np.int32)}
+
+
+def test_steps_decrease_loss_on_fixed_batch(tiny_corpus, tmp_path):
+  config = tiny_config(tiny_corpus, tmp_path)
+  config.augment.enabled = False
+  config.train.schedule = "constant"
+  mesh = parallel.make_mesh()
+  state = train._init_state(config, 4, mesh)
+  step = train.make_train_step(config, mesh)
+  batch = parallel.global_batch(fixed_batch(4, 3, 40, 40), mesh)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  for term in ("ge2e", "triplet", "speaker_id", "gender", "grad_norm", "learning_rate"):
+    assert term in metrics
+  assert int(state.step) == 5
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_corpus, tmp_path, monkeypatch):
+  config = tiny_config(tiny_corpus, tmp_path / "tfds")
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  assert straight["steps"] == 6
+
+  original = input_pipeline.train_batches
+
+  def crashing_batches(*args, **kwargs):
+    it = original(*args, **kwargs)
+    for _ in range(4):
+      yield next(it)
+    raise KeyboardInterrupt("simulated crash after 4 steps")
+
+  monkeypatch.setattr(input_pipeline, "train_batches", crashing_batches)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(input_pipeline, "train_batches", original)
+  assert checkpoint.make_manager(tmp_path / "resumed").latest_step() == 4
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["steps"] == 6
+
+  a, _ = params_of(tmp_path / "straight", config)
+  b, _ = params_of(tmp_path / "resumed", config)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+  assert resumed["dev_eer"] == pytest.approx(straight["dev_eer"], abs=1e-6)
+  assert (tmp_path / "straight" / "config.json").is_file()
+
+
+def test_non_finite_loss_stops_without_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+  config = tiny_config(tiny_corpus, tmp_path / "tfds")
+  original = input_pipeline.train_batches
+
+  def poisoned(*args, **kwargs):
+    it = original(*args, **kwargs)
+    yield next(it)
+    batch = next(it)
+    batch = dict(batch, features=np.full_like(batch["features"], np.nan))
+    yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", poisoned)
+  with pytest.raises(train.NonFiniteLoss, match="at step 2"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert checkpoint.make_manager(tmp_path / "run").all_steps() == [1]
+
+
+def test_cli_overrides_checkpoint_events_and_json(tiny_corpus, tmp_path):
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  cmd = [sys.executable, "-m", "hive.main", "--config=configs/mtl.py", f"--workdir={workdir}",
+         f"--config.data.root={tiny_corpus}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+         "--config.data.n_speakers=4", "--config.data.n_utterances=3",
+         "--config.data.crop_frames=40", "--config.data.dev_fraction=0.25",
+         "--config.model.embed_dim=16", "--config.model.lstm.hidden=16",
+         "--config.model.lstm.layers=1", "--config.train.steps=3",
+         "--config.train.eval_every=3", "--config.loss.weights.triplet=0.5"]
+  out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  assert summary["steps"] == 3
+  for key in ("dev_eer", "ge2e", "triplet", "speaker_id", "gender", "checkpoint", "seconds"):
+    assert key in summary
+  assert pathlib.Path(summary["checkpoint"]).is_dir()
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["loss"]["weights"]["triplet"] == 0.5
+  assert saved["model"]["lstm"]["hidden"] == 16
+  assert list(workdir.glob("events.out.tfevents.*"))
