@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
+SPEAKERS_FILE = "speakers.json"
 
 
 def checkpoint_dir(workdir) -> pathlib.Path:
@@ -29,7 +30,8 @@ def make_manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, state) -> None:
-  manager.save(int(jax.device_get(state.step)), args=ocp.args.StandardSave(state), force=True)
+  step = int(np.asarray(state.step.addressable_data(0)))  # Same on every process.
+  manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = None):
@@ -47,6 +49,19 @@ def save_config(workdir, config: ml_collections.ConfigDict) -> None:
   path = pathlib.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def save_speakers(workdir, train_speakers, dev_speakers) -> None:
+  """The speaker-ID head's label names and the held-out dev speakers."""
+  path = pathlib.Path(workdir) / SPEAKERS_FILE
+  path.write_text(json.dumps({"train": list(train_speakers), "dev": list(dev_speakers)}, indent=1))
+
+
+def load_speakers(workdir) -> dict:
+  path = pathlib.Path(workdir) / SPEAKERS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no speaker list (is {workdir} a hive workdir?)")
+  return json.loads(path.read_text())
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:

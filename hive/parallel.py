@@ -63,6 +63,20 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
                       local_batch)
 
 
+def replicate(x, mesh: Mesh):
+  """Host data every process holds identically -> a replicated global array."""
+  return jax.make_array_from_process_local_data(replicated(mesh), np.asarray(x))
+
+
+def fetch(tree):
+  """Replicated (or single-process) arrays -> numpy, also where other processes hold shards."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(get, tree)
+
+
 def check_divisible(global_rows: int, mesh: Mesh) -> None:
   if global_rows % mesh.size:
     raise ValueError(f"a batch of {global_rows} rows cannot be split over {mesh.size} devices; "

@@ -104,9 +104,14 @@ def make_train_step(config, mesh):
                  donate_argnums=0)
 
 
-def make_embed_fn(model: SpeakerModel, batch_size: int):
-  """numpy features [K, T, F] -> numpy embeddings [K, D], in fixed-size jitted chunks."""
-  embed = jax.jit(lambda params, x: model.apply({"params": params}, x, method=SpeakerModel.embed))
+def make_embed_fn(model: SpeakerModel, batch_size: int, mesh):
+  """numpy features [K, T, F] -> numpy embeddings [K, D], in fixed-size jitted chunks.
+
+  Every process embeds the same (replicated) chunks: dev sets are small, and
+  this keeps evaluation identical whatever the number of processes.
+  """
+  embed = jax.jit(lambda params, x: model.apply({"params": params}, x, method=SpeakerModel.embed),
+                  out_shardings=parallel.replicated(mesh))
 
   def embed_all(params, features):
     out = []
@@ -114,7 +119,7 @@ def make_embed_fn(model: SpeakerModel, batch_size: int):
       chunk = features[i:i + batch_size]
       pad = batch_size - len(chunk)  # Fixed shape: one compilation for every chunk.
       chunk = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
-      out.append(np.asarray(jax.device_get(embed(params, chunk)))[:batch_size - pad])
+      out.append(parallel.fetch(embed(params, parallel.replicate(chunk, mesh)))[:batch_size - pad])
     return np.concatenate(out)
   return embed_all
 
@@ -143,16 +148,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = _init_state(config, inputs.train.num_speakers, mesh)
   manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
   state = checkpoint.restore_latest(manager, state)
-  start_step = int(jax.device_get(state.step))
+  start_step = int(parallel.fetch(state.step))
   if is_main:
     checkpoint.save_config(workdir, config)
+    checkpoint.save_speakers(workdir, inputs.train.speakers, inputs.dev_speakers)
     if start_step:
       logging.info("Resuming from step %d in %s", start_step, workdir)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   step_fn = make_train_step(config, mesh)
   model = create_model(config.model, inputs.train.num_speakers)
-  embed_all = make_embed_fn(model, config.train.eval_batch_size)
+  embed_all = make_embed_fn(model, config.train.eval_batch_size, mesh)
   segments = input_pipeline.dev_segments(inputs, data)
   batches = input_pipeline.train_batches(inputs, data, config.seed, start_step)
   rows = data.n_speakers * data.n_utterances
@@ -164,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for step in bar:
     batch = parallel.global_batch(next(batches), mesh)
     state, step_metrics = step_fn(state, batch)
-    step_metrics = jax.device_get(step_metrics)
+    step_metrics = parallel.fetch(step_metrics)
     if not np.isfinite(step_metrics["loss"]):
       manager.wait_until_finished()
       raise NonFiniteLoss(
@@ -195,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.flush()
 
   summary = {
-      "steps": int(jax.device_get(state.step)),
+      "steps": int(parallel.fetch(state.step)),
       "dev_eer": dev.get("dev_eer"),
       "dev_min_dcf": dev.get("dev_min_dcf"),
       **{k: last.get(k) for k in LOSS_TERMS + ("loss",) if k in last},

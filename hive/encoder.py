@@ -1,0 +1,150 @@
+"""The Python API: load a trained model and embed audio of any length.
+
+    enc = hive.Encoder.from_workdir("runs/mtl")        # or hive.Encoder.pretrained()
+    a, b = enc.embed("a.flac"), enc.embed("b.flac")
+    enc.similarity(a, b)                               # cosine, in [-1, 1]
+
+An utterance is cut into windows of the training crop length with 50 %
+overlap (the last window is aligned to the end so no audio is left out); all
+windows of all utterances are embedded together in jitted batches of a few
+fixed sizes, and each utterance's window embeddings are averaged and
+renormalised (the GE2E d-vector recipe). An utterance shorter than one window
+is repeated end-to-end to fill it, the same rule as the training crops.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hive import checkpoint, features as features_lib, train
+from hive.data import audio
+from hive.models import SpeakerModel, create_model
+
+PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "hive-mtl"
+BUCKETS = (16, 64, 256)  # Window-batch sizes: one compilation each, whatever the input.
+
+
+def window_starts(num_frames: int, window: int, hop: int) -> np.ndarray:
+  """Start frames of the windows covering [0, num_frames); the last ends at the end."""
+  if num_frames <= window:
+    return np.zeros(1, np.int64)
+  starts = np.arange(0, num_frames - window + 1, hop)
+  if starts[-1] + window < num_frames:
+    starts = np.append(starts, num_frames - window)
+  return starts
+
+
+def cut_windows(mel: np.ndarray, window: int, hop: int) -> np.ndarray:
+  """[frames, F] -> [K, window, F]; shorter inputs wrap around to fill one window."""
+  if len(mel) == 0:
+    raise ValueError("cannot embed an utterance with no frames")
+  if len(mel) < window:
+    mel = np.resize(mel, (window, mel.shape[1]))  # np.resize repeats the rows cyclically.
+  starts = window_starts(len(mel), window, hop)
+  return np.stack([mel[s:s + window] for s in starts])
+
+
+class Encoder:
+  """A trained speaker model, ready to embed audio."""
+
+  def __init__(self, config, params, step: int | None = None, source: str | None = None,
+               speakers=None):
+    self.config = config
+    self.params = params
+    self.step = step
+    self.source = source
+    self.speakers = list(speakers or [])
+    self.window = int(config.data.crop_frames)
+    self.hop = max(1, int(round(self.window * (1 - config.get("embed_overlap", 0.5)))))
+    self.feature_config = features_lib.FeatureConfig(n_mels=config.data.n_mels,
+                                                     trim_silence=config.data.trim_silence)
+    self.model = create_model(config.model, params["speaker"]["kernel"].shape[-1])
+    self._embed = jax.jit(lambda p, x: self.model.apply({"params": p}, x,
+                                                        method=SpeakerModel.embed))
+    self._gender = jax.jit(lambda p, e: self.model.apply(
+        {"params": p}, e, method=lambda m, e: m.gender(e)[:, 0]))
+
+  @classmethod
+  def from_workdir(cls, workdir, step: int | None = None) -> "Encoder":
+    """Loads the latest (or the given) orbax checkpoint of a training workdir."""
+    workdir = pathlib.Path(workdir)
+    config = checkpoint.load_config(workdir)
+    speakers = checkpoint.load_speakers(workdir)["train"]
+    target = train.create_train_state(config, len(speakers), jax.random.PRNGKey(0))
+    manager = checkpoint.make_manager(workdir)
+    chosen = manager.latest_step() if step is None else step
+    if chosen is None:
+      raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}")
+    state = checkpoint.restore_latest(manager, target, chosen)
+    return cls(config, jax.device_get(state.params["model"]), chosen, str(workdir), speakers)
+
+  @classmethod
+  def pretrained(cls) -> "Encoder":
+    """The model shipped in the repository (pretrained/hive-mtl); no download."""
+    if not (PRETRAINED_DIR / checkpoint.CONFIG_FILE).is_file():
+      raise FileNotFoundError(f"{PRETRAINED_DIR}: the shipped model is missing")
+    return cls.from_workdir(PRETRAINED_DIR)
+
+  # --- features ---------------------------------------------------------------
+
+  def features_of(self, wave_or_path) -> np.ndarray:
+    """Log-mel of a path (any rate/channels, FLAC/WAV) or of a 16 kHz mono wave."""
+    if isinstance(wave_or_path, (str, os.PathLike)):
+      wave = audio.load_wave(wave_or_path, self.feature_config.sample_rate)
+    else:
+      wave = np.asarray(wave_or_path, np.float32)
+      if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"expected a non-empty 1-D 16 kHz wave, got shape {wave.shape}")
+    return features_lib.log_mel(wave, self.feature_config)
+
+  # --- embeddings -------------------------------------------------------------
+
+  def _embed_windows(self, windows: np.ndarray) -> np.ndarray:
+    out, i = [], 0
+    while i < len(windows):
+      left = len(windows) - i
+      size = next((b for b in BUCKETS if b >= left), BUCKETS[-1])
+      chunk = windows[i:i + size]
+      pad = size - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      out.append(np.asarray(self._embed(self.params, jnp.asarray(chunk)))[:size - pad])
+      i += size
+    return np.concatenate(out)
+
+  def embed_features(self, mels) -> np.ndarray:
+    """Many log-mels [frames, F] -> L2-normalised embeddings [K, D], batched together."""
+    mels = list(mels)
+    if not mels:
+      return np.zeros((0, self.config.model.embed_dim), np.float32)
+    windows = [cut_windows(np.asarray(m, np.float32), self.window, self.hop) for m in mels]
+    owner = np.repeat(np.arange(len(mels)), [len(w) for w in windows])
+    window_embeddings = self._embed_windows(np.concatenate(windows))
+    sums = np.zeros((len(mels), window_embeddings.shape[1]), np.float64)
+    np.add.at(sums, owner, window_embeddings)
+    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+
+  def embed(self, wave_or_path) -> np.ndarray:
+    """One utterance (path or 16 kHz wave) -> embedding [D]."""
+    return self.embed_features([self.features_of(wave_or_path)])[0]
+
+  def embed_many(self, waves_or_paths) -> np.ndarray:
+    """Many utterances -> [K, D], embedded in large batches."""
+    return self.embed_features([self.features_of(x) for x in waves_or_paths])
+
+  def gender_probability(self, embeddings) -> np.ndarray:
+    """P(female) from the gender head, for embeddings [K, D]."""
+    logits = self._gender(self.params, jnp.asarray(embeddings, jnp.float32))
+    return np.asarray(jax.nn.sigmoid(logits))
+
+  @staticmethod
+  def similarity(a, b) -> float | np.ndarray:
+    """Cosine similarity of two embeddings (or row-wise of two [K, D] arrays)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    num = np.sum(a * b, axis=-1)
+    return num / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
