@@ -31,7 +31,10 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
+sys.path.insert(0, str(REPO / "benchmarks"))
+import results  # noqa: E402
+
+RESULTS = results.RESULTS
 SECTION = "## Input pipeline"
 CORPORA = ("librispeech", "speechocean762")
 N_SPEAKERS, N_UTTERANCES, CROP_FRAMES = 64, 10, 160
@@ -113,25 +116,6 @@ def markdown(prepared: dict, batches: dict | None, skipped: list, env: dict) -> 
   return "\n".join(lines)
 
 
-def update_results(section: str, path: pathlib.Path = RESULTS) -> None:
-  """Replaces this benchmark's section of RESULTS.md, keeping the others."""
-  text = path.read_text() if path.exists() else "# hive benchmarks\n"
-  lines = text.splitlines()
-  start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-  if start is None:
-    body = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-  else:
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    before = "\n".join(lines[:start]).rstrip("\n")
-    after = "\n".join(lines[end:])
-    body = (before + "\n\n" if before else "") + section.rstrip("\n") + "\n"
-    if after:
-      body += "\n" + after.rstrip("\n") + "\n"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(body)
-
-
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--data_root", default="../shared/data",
@@ -171,7 +155,7 @@ def main(argv=None) -> int:
   section = markdown(prepared, batches, skipped, env)
   print(section)
   if not args.no_write:
-    update_results(section)
+    results.update_section(SECTION[3:], section)
     print(f"(updated {RESULTS})", file=sys.stderr)
 
   summary = {
