@@ -80,6 +80,9 @@ class Encoder:
     chosen = manager.latest_step() if step is None else step
     if chosen is None:
       raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}")
+    if chosen not in manager.all_steps():  # Orbax's own error for this is cryptic.
+      raise FileNotFoundError(f"no checkpoint of step {chosen} in "
+                              f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
     state = checkpoint.restore_latest(manager, target, chosen)
     return cls(config, jax.device_get(state.params["model"]), chosen, str(workdir), speakers)
 

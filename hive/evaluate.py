@@ -3,7 +3,8 @@
 Every utterance of every speaker under PATH (LibriSpeech layout or Kaldi dir)
 is embedded; the report (JSON) holds:
   * eer, min_dcf (p_target 0.01) and their thresholds over all pairs of
-    utterances, cosine scoring; num_trials;
+    utterances, cosine scoring; num_trials; a threshold is null when its best
+    operating point accepts no trial (+inf, which JSON cannot hold);
   * identification_accuracy: one-shot closed-set identification, each speaker
     enrolled with its first utterance (sorted ids), every other utterance
     assigned to the most similar enrolled speaker;
@@ -16,6 +17,7 @@ adds a DET curve and a 2-D map of the embeddings (PNG).
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 import time
@@ -123,6 +125,13 @@ def plot_embeddings(embeddings, speakers, genders, path):
   plt.close(fig)
 
 
+def strict_json(report: dict) -> dict:
+  """Non-finite numbers (min_dcf_threshold is +inf when accepting nothing is cheapest) as
+  null: json.dumps would write `Infinity`, which strict JSON parsers reject."""
+  return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+          for k, v in report.items()}
+
+
 def main(argv):
   del argv
   if not _WORKDIR.value or not _DATA.value:
@@ -146,11 +155,12 @@ def main(argv):
     plot_det(*metrics.all_pairs_trials(embeddings, examples.speakers), plots / "det.png")
     plot_embeddings(embeddings, examples.speakers, examples.genders, plots / "embeddings.png")
     report["plots"] = [str(plots / "det.png"), str(plots / "embeddings.png")]
-  text = json.dumps(report, indent=1)
+  report = strict_json(report)
+  text = json.dumps(report, indent=1, allow_nan=False)
   if _OUT.value:
     pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(_OUT.value).write_text(text + "\n")
-  print(json.dumps(report))
+  print(json.dumps(report, allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,193 @@
+"""The Encoder API: windowing by hand, batching, norms, errors; and hive.embed on top of it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hive import config as config_lib, embed, encoder as encoder_lib, train
+from hive.data import audio, synthetic
+from hive.encoder import Encoder, cut_windows, window_starts
+from hive.models import SpeakerModel
+
+
+def tiny_config(corpus, data_dir, steps=4):
+  """tests/test_train.py's tiny LSTM: trains in seconds; only the final checkpoint is kept."""
+  c = config_lib.base_config()
+  c.data.root, c.data.data_dir = str(corpus), str(data_dir)
+  c.data.n_speakers, c.data.n_utterances, c.data.crop_frames = 4, 3, 40
+  c.data.dev_fraction, c.data.dev_segments_per_speaker = 0.25, 2
+  c.model.embed_dim = 16
+  c.model.lstm.hidden, c.model.lstm.layers = 32, 1
+  c.train.steps, c.train.warmup_steps = steps, 2
+  c.train.log_every, c.train.eval_every, c.train.checkpoint_every = steps, 10 * steps, steps
+  return c
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """Corpus + trained workdir, under the session's base temp: when test_evaluate.py and
+  test_voiceid.py run in the same session they find it there and skip the training."""
+  root = tmp_path_factory.getbasetemp() / "hive-tiny-model"
+  corpus, done = root / "corpus", root / "trained"
+  if not done.is_file():
+    synthetic.generate_corpus(corpus, num_speakers=8, utterances_per_speaker=3,
+                              seconds=(1.0, 1.5), seed=3)
+    train.train_and_evaluate(tiny_config(corpus, root / "tfds"), str(root / "run"))
+    done.write_text("ok\n")
+  return {"corpus": corpus, "workdir": root / "run", "data_dir": root / "tfds"}
+
+
+@pytest.fixture(scope="module")
+def enc(tiny):
+  return Encoder.from_workdir(tiny["workdir"])
+
+
+# --- windowing, by hand ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames, expected", [
+    (100, [0, 20, 40, 60]),  # Exact cover: the last window ends at frame 100.
+    (90, [0, 20, 40, 50]),  # The last window is pulled back to end at the end.
+    (41, [0, 1]),
+    (40, [0]),
+    (15, [0]),  # Shorter than a window: one (wrapped) window.
+])
+def test_window_starts(frames, expected):
+  assert window_starts(frames, 40, 20).tolist() == expected
+
+
+def test_cut_windows_cover_everything_and_end_at_the_end():
+  mel = np.arange(90 * 2, dtype=np.float32).reshape(90, 2)
+  windows = cut_windows(mel, 40, 20)
+  assert windows.shape == (4, 40, 2)
+  np.testing.assert_array_equal(windows[-1], mel[-40:])
+  covered = np.unique(np.concatenate([w[:, 0] for w in windows]))
+  np.testing.assert_array_equal(covered, mel[:, 0])
+
+
+def test_short_input_wraps_around():
+  mel = np.arange(15 * 3, dtype=np.float32).reshape(15, 3)
+  (window,) = cut_windows(mel, 40, 20)
+  np.testing.assert_array_equal(window, mel[np.arange(40) % 15])
+
+
+def test_empty_input_is_refused():
+  with pytest.raises(ValueError, match="no frames"):
+    cut_windows(np.zeros((0, 40), np.float32), 40, 20)
+
+
+# --- embeddings ----------------------------------------------------------------------
+
+
+def random_mels(lengths, seed=0):
+  rng = np.random.default_rng(seed)
+  return [rng.normal(size=(n, 40)).astype(np.float32) for n in lengths]
+
+
+def test_one_window_equals_the_model_itself(enc):
+  (mel,) = random_mels([enc.window])
+  direct = enc.model.apply({"params": enc.params}, mel[None], method=SpeakerModel.embed)
+  np.testing.assert_allclose(enc.embed_features([mel])[0], np.asarray(direct)[0], atol=1e-5)
+
+
+def test_batching_matches_one_at_a_time_and_is_unit_norm(enc):
+  # 6000 frames are ~300 windows: more than the largest bucket, so chunking is exercised.
+  mels = random_mels([10, 40, 57, 700, 6000])
+  together = enc.embed_features(mels)
+  alone = np.concatenate([enc.embed_features([m]) for m in mels])
+  assert together.shape == (5, 16) and together.dtype == np.float32
+  np.testing.assert_allclose(together, alone, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+  assert enc.embed_features([]).shape == (0, 16)
+
+
+def test_embed_many_of_files_matches_features(enc, tiny):
+  files = sorted(tiny["corpus"].rglob("*.flac"))[:3]
+  many = enc.embed_many(files)
+  np.testing.assert_allclose(many, enc.embed_features([enc.features_of(f) for f in files]),
+                             atol=1e-6)
+  np.testing.assert_allclose(enc.embed(files[0]), many[0], atol=1e-5)
+  p = enc.gender_probability(many)
+  assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_similarity_by_hand():
+  assert Encoder.similarity([1.0, 0.0], [1.0, 1.0]) == pytest.approx(1 / np.sqrt(2))
+  assert Encoder.similarity([2.0, 0.0], [-3.0, 0.0]) == pytest.approx(-1.0)  # Scale-free.
+  rows = Encoder.similarity(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [0.0, 5.0]]))
+  np.testing.assert_allclose(rows, [0.0, 1.0])
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def test_from_workdir_without_config_or_checkpoint(tmp_path, tiny):
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 99 .*\(have \[4\]\)"):
+    Encoder.from_workdir(tiny["workdir"], step=99)
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    Encoder.from_workdir(tmp_path)
+  for name in ("config.json", "speakers.json"):  # A workdir that never saved a checkpoint.
+    (tmp_path / name).write_text((tiny["workdir"] / name).read_text())
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    Encoder.from_workdir(tmp_path)
+
+
+def test_pretrained_missing_is_clear(monkeypatch, tmp_path):
+  monkeypatch.setattr(encoder_lib, "PRETRAINED_DIR", tmp_path / "hive-mtl")
+  with pytest.raises(FileNotFoundError, match="shipped model is missing"):
+    Encoder.pretrained()
+
+
+def test_bad_files_raise_bad_audio_naming_the_file(enc, tmp_path):
+  empty, text = tmp_path / "empty.flac", tmp_path / "notes.wav"
+  empty.write_bytes(b"")
+  text.write_text("not audio\n")
+  for path, reason in ((tmp_path / "missing.flac", "does not exist"), (empty, "empty file"),
+                       (text, "cannot decode")):
+    with pytest.raises(audio.BadAudio, match=reason) as info:
+      enc.embed(path)
+    assert str(path) in str(info.value)
+
+
+# --- hive.embed ------------------------------------------------------------------------
+
+
+def test_collect_paths_from_dirs_files_and_list(tiny, tmp_path):
+  speaker_dir = sorted(p for p in (tiny["corpus"]).rglob("*") if p.is_dir())[-1]
+  under = embed.audio_files_under(speaker_dir)
+  assert under and under == sorted(under)
+  listing = tmp_path / "files.txt"
+  listing.write_text(f"# comment\n\n{under[0]}\n{tmp_path / 'missing.wav'}\n")
+  paths = embed.collect_paths([str(speaker_dir), under[0]], listing)
+  assert paths == under + [str(tmp_path / "missing.wav")]  # Repeats dropped, order kept.
+  with pytest.raises(embed.EmbedError, match="no such list file"):
+    embed.collect_paths([], tmp_path / "nope.txt")
+
+
+def test_embed_writes_npz_and_skips_bad_files(enc, tiny, tmp_path, capsys):
+  good = [str(p) for p in sorted(tiny["corpus"].rglob("*.flac"))[:4]]
+  empty = tmp_path / "empty.flac"
+  empty.write_bytes(b"")
+  out = tmp_path / "out" / "embeddings.npz"
+  embed.run(None, out, good[:2] + [str(empty)] + good[2:], chunk_files=3, encoder=enc)
+  captured = capsys.readouterr()
+  assert "embedded 4, skipped 1" in captured.out
+  assert f"{empty}: empty file" in captured.err
+  with np.load(out, allow_pickle=False) as data:  # Strings are unicode arrays, not objects.
+    assert data["embeddings"].shape == (4, 16) and data["embeddings"].dtype == np.float32
+    assert data["paths"].tolist() == good
+    assert data["gender_probability"].shape == (4,)
+    assert data["skipped_paths"].tolist() == [str(empty)]
+    assert json.loads(str(data["model"]))["step"] == enc.step
+    np.testing.assert_allclose(data["embeddings"], enc.embed_many(good), atol=1e-5)
+  assert list(out.parent.iterdir()) == [out]  # No temporary file left behind.
+
+
+def test_embed_with_nothing_usable_writes_nothing(enc, tmp_path):
+  out = tmp_path / "e.npz"
+  with pytest.raises(embed.EmbedError, match="none of the 1 files"):
+    embed.run(None, out, [str(tmp_path / "missing.flac")], encoder=enc)
+  assert not out.exists()
+  with pytest.raises(embed.EmbedError, match="no audio files"):
+    embed.run(None, out, [], encoder=enc)

@@ -1,0 +1,159 @@
+"""hive.evaluate: the report's numbers (EER and minDCF against scikit-learn), splits, the CLI."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_curve
+
+from hive import checkpoint, config as config_lib, evaluate, train, voiceid
+from hive.data import builder as builder_lib
+from hive.data import synthetic
+from hive.encoder import Encoder
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REPORT_KEYS = {"eer", "eer_threshold", "min_dcf", "min_dcf_threshold", "num_trials",
+               "num_target_trials", "identification_accuracy", "num_identification_trials",
+               "gender_accuracy", "num_gender_labelled", "num_speakers", "num_utterances",
+               "seconds_of_audio", "embed_seconds"}
+
+
+def tiny_config(corpus, data_dir, steps=4):
+  """tests/test_train.py's tiny LSTM: trains in seconds; only the final checkpoint is kept."""
+  c = config_lib.base_config()
+  c.data.root, c.data.data_dir = str(corpus), str(data_dir)
+  c.data.n_speakers, c.data.n_utterances, c.data.crop_frames = 4, 3, 40
+  c.data.dev_fraction, c.data.dev_segments_per_speaker = 0.25, 2
+  c.model.embed_dim = 16
+  c.model.lstm.hidden, c.model.lstm.layers = 32, 1
+  c.train.steps, c.train.warmup_steps = steps, 2
+  c.train.log_every, c.train.eval_every, c.train.checkpoint_every = steps, 10 * steps, steps
+  return c
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """Corpus + trained workdir, shared through the session's base temp (see test_encoder.py)."""
+  root = tmp_path_factory.getbasetemp() / "hive-tiny-model"
+  corpus, done = root / "corpus", root / "trained"
+  if not done.is_file():
+    synthetic.generate_corpus(corpus, num_speakers=8, utterances_per_speaker=3,
+                              seconds=(1.0, 1.5), seed=3)
+    train.train_and_evaluate(tiny_config(corpus, root / "tfds"), str(root / "run"))
+    done.write_text("ok\n")
+  return {"corpus": corpus, "workdir": root / "run", "data_dir": root / "tfds"}
+
+
+@pytest.fixture(scope="module")
+def enc(tiny):
+  return Encoder.from_workdir(tiny["workdir"])
+
+
+@pytest.fixture(scope="module")
+def examples(tiny, enc):
+  builder, _ = builder_lib.prepare(tiny["corpus"], tiny["data_dir"], enc.feature_config)
+  return builder_lib.load_examples(builder)
+
+
+@pytest.fixture(scope="module")
+def report(enc, examples):
+  return evaluate.evaluate(enc, examples)
+
+
+def test_report_keys_and_counts(report, examples):
+  assert REPORT_KEYS <= set(report)
+  n, speakers = len(examples.utterance_ids), len(set(examples.speakers))
+  assert (n, speakers) == (24, 8)
+  assert report["num_utterances"] == n and report["num_speakers"] == speakers
+  assert report["num_trials"] == n * (n - 1) // 2
+  assert report["num_target_trials"] == speakers * 3 * 2 // 2  # 3 utterances per speaker.
+  assert report["num_identification_trials"] == n - speakers  # One enrolment each.
+  assert 0 <= report["identification_accuracy"] <= 1
+  assert report["_embeddings"].shape == (n, 16)
+  # The synthetic corpus has SPEAKERS.TXT, so every utterance carries a gender label.
+  assert report["num_gender_labelled"] == n and 0 <= report["gender_accuracy"] <= 1
+  assert report["seconds_of_audio"] == pytest.approx(np.sum(examples.num_frames) * 0.01, abs=0.01)
+
+
+def test_gender_accuracy_is_none_without_labels(enc, examples):
+  unlabelled = dataclasses.replace(examples, genders=np.full_like(examples.genders, -1))
+  result = evaluate.evaluate(enc, unlabelled)
+  assert result["gender_accuracy"] is None and result["num_gender_labelled"] == 0
+
+
+def sklearn_eer_and_min_dcf(scores, labels, p_target=0.01):
+  """EER by linear interpolation where fnr crosses fpr, and minDCF, from sklearn's ROC."""
+  fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+  fnr = 1 - tpr
+  diff = fnr - fpr
+  i = int(np.flatnonzero(diff <= 0)[0])
+  if diff[i] == 0:
+    eer, eer_threshold = fpr[i], thresholds[i]
+  else:
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    eer = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    eer_threshold = (thresholds[i] if not np.isfinite(thresholds[i - 1]) else
+                     thresholds[i - 1] + t * (thresholds[i] - thresholds[i - 1]))
+  cost = (p_target * fnr + (1 - p_target) * fpr) / min(p_target, 1 - p_target)
+  j = int(np.argmin(cost))
+  return eer, eer_threshold, cost[j], thresholds[j]
+
+
+def test_eer_and_min_dcf_agree_with_sklearn(report, examples):
+  e = report["_embeddings"].astype(np.float64)
+  e /= np.linalg.norm(e, axis=1, keepdims=True)
+  i, j = np.triu_indices(len(e), k=1)
+  scores = np.sum(e[i] * e[j], axis=1)
+  labels = np.asarray(examples.speakers)[i] == np.asarray(examples.speakers)[j]
+  eer, eer_threshold, dcf, dcf_threshold = sklearn_eer_and_min_dcf(scores, labels)
+  assert 0 < report["eer"] < 1  # An untrained model: neither perfect nor empty.
+  assert report["eer"] == pytest.approx(eer, abs=1e-9)
+  assert report["eer_threshold"] == pytest.approx(eer_threshold, abs=1e-6)
+  assert report["min_dcf"] == pytest.approx(dcf, abs=1e-9)
+  assert report["min_dcf_threshold"] == pytest.approx(dcf_threshold, abs=1e-6)
+
+
+def test_select_split_keeps_only_the_workdirs_speakers(tiny, examples, tmp_path):
+  workdir, corpus = tiny["workdir"], tiny["corpus"]
+  lists = checkpoint.load_speakers(workdir)
+  assert lists["dev"] and not set(lists["dev"]) & set(lists["train"])
+  for split in ("dev", "train"):
+    kept = evaluate.select_split(examples, corpus, workdir, split)
+    assert set(kept.speakers) == set(lists[split])
+    assert len(kept.features) == len(kept.utterance_ids) == 3 * len(lists[split])
+  assert evaluate.select_split(examples, corpus, workdir, "all") is examples
+  # A multi-corpus run names speakers "<corpus folder>/<speaker>".
+  (tmp_path / "speakers.json").write_text(json.dumps(
+      {"train": [], "dev": [f"{corpus.name}/{s}" for s in lists["dev"]]}))
+  assert set(evaluate.select_split(examples, corpus, tmp_path, "dev").speakers) == set(lists["dev"])
+  (tmp_path / "speakers.json").write_text(json.dumps({"train": [], "dev": ["nobody"]}))
+  with pytest.raises(ValueError, match="none of the workdir's dev speakers"):
+    evaluate.select_split(examples, corpus, tmp_path, "dev")
+
+
+def not_json(constant):
+  raise ValueError(f"{constant} is not JSON")
+
+
+def test_cli_writes_report_and_plots(tiny, tmp_path):
+  out, plots = tmp_path / "report.json", tmp_path / "plots"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+  cmd = [sys.executable, "-m", "hive.evaluate", f"--workdir={tiny['workdir']}",
+         f"--data={tiny['corpus']}", f"--data_dir={tiny['data_dir']}", f"--out={out}",
+         f"--plots={plots}"]
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  saved = json.loads(out.read_text(), parse_constant=not_json)  # Strict: no Infinity/NaN.
+  assert REPORT_KEYS <= set(saved) and saved["num_utterances"] == 24
+  assert saved == json.loads(done.stdout.strip().splitlines()[-1], parse_constant=not_json)
+  assert saved["checkpoint_step"] == 4 and saved["split"] == "all"
+  assert voiceid.threshold_from_report(out) == saved["eer_threshold"]  # What calibrate stores.
+  for name in ("det.png", "embeddings.png"):
+    png = (plots / name).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+  assert saved["plots"] == [str(plots / "det.png"), str(plots / "embeddings.png")]
