@@ -22,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.crop_frames = 160  # 1.6 s crops.
   c.data.dev_segments_per_speaker = 8
   c.data.synthetic = ml_collections.ConfigDict(
-      dict(num_speakers=40, utterances_per_speaker=8, seed=0))
+      dict(num_speakers=100, utterances_per_speaker=6, seed=0))
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "lstm"  # "lstm" (GE2E d-vector), "rescnn" (Deep Speaker), "tdnn".

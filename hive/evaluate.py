@@ -34,14 +34,21 @@ from hive.data import builder as builder_lib  # noqa: E402
 from hive.data import readers  # noqa: E402
 from hive.encoder import Encoder  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (or pretrained/hive-mtl).")
-_DATA = flags.DEFINE_string("data", None, "Corpus root: LibriSpeech layout or Kaldi data dir.")
-_OUT = flags.DEFINE_string("out", None, "Where to write the JSON report (default: stdout only).")
-_SPLIT = flags.DEFINE_enum("split", "all", ["all", "dev", "train"],
-                           "Speakers to keep: all, or the workdir's dev / train speakers.")
-_PLOTS = flags.DEFINE_string("plots", None, "Directory for det.png and embeddings.png.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS cache for the prepared features.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so importing several hive commands in
+  one process (tests, notebooks) does not clash on shared flag names."""
+  flags.DEFINE_string("workdir", None, "Training workdir (or pretrained/hive-mtl).")
+  flags.DEFINE_string("data", None, "Corpus root: LibriSpeech layout or Kaldi data dir.")
+  flags.DEFINE_string("out", None, "Where to write the JSON report (default: stdout only).")
+  flags.DEFINE_enum("split", "all", ["all", "dev", "train"],
+                             "Speakers to keep: all, or the workdir's dev / train speakers.")
+  flags.DEFINE_string("plots", None, "Directory for det.png and embeddings.png.")
+  flags.DEFINE_string("data_dir", None, "TFDS cache for the prepared features.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 
 
 def select_split(examples: builder_lib.Examples, root, workdir, split: str):
@@ -134,34 +141,35 @@ def strict_json(report: dict) -> dict:
 
 def main(argv):
   del argv
-  if not _WORKDIR.value or not _DATA.value:
+  if not FLAGS.workdir or not FLAGS.data:
     raise app.UsageError("--workdir and --data are required")
   try:
-    encoder = Encoder.from_workdir(_WORKDIR.value, _STEP.value)
-    builder, prepared = builder_lib.prepare(_DATA.value, _DATA_DIR.value, encoder.feature_config)
-    examples = select_split(builder_lib.load_examples(builder), _DATA.value, _WORKDIR.value,
-                            _SPLIT.value)
+    encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
+    builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)
+    examples = select_split(builder_lib.load_examples(builder), FLAGS.data, FLAGS.workdir,
+                            FLAGS.split)
   except (FileNotFoundError, ValueError, readers.CorpusError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   report = evaluate(encoder, examples, encoder.feature_config.hop_ms / 1000)
   embeddings = report.pop("_embeddings")
-  report.update({"workdir": str(_WORKDIR.value), "checkpoint_step": encoder.step,
-                 "data": str(_DATA.value), "split": _SPLIT.value,
+  report.update({"workdir": str(FLAGS.workdir), "checkpoint_step": encoder.step,
+                 "data": str(FLAGS.data), "split": FLAGS.split,
                  "skipped_files": len(prepared.skips)})
-  if _PLOTS.value:
-    plots = pathlib.Path(_PLOTS.value)
+  if FLAGS.plots:
+    plots = pathlib.Path(FLAGS.plots)
     plots.mkdir(parents=True, exist_ok=True)
     plot_det(*metrics.all_pairs_trials(embeddings, examples.speakers), plots / "det.png")
     plot_embeddings(embeddings, examples.speakers, examples.genders, plots / "embeddings.png")
     report["plots"] = [str(plots / "det.png"), str(plots / "embeddings.png")]
   report = strict_json(report)
   text = json.dumps(report, indent=1, allow_nan=False)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  if FLAGS.out:
+    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(FLAGS.out).write_text(text + "\n")
   print(json.dumps(report, allow_nan=False))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

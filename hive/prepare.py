@@ -14,11 +14,18 @@ from hive import features as features_lib
 from hive.data import builder as builder_lib
 from hive.data import readers
 
-_DATA = flags.DEFINE_string("data", None, "Corpus root (LibriSpeech layout or Kaldi data dir).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS cache (default $HIVE_CACHE/tfds or ~/.cache/hive/tfds).")
-_N_MELS = flags.DEFINE_integer("n_mels", 40, "Mel bands.")
-_TRIM = flags.DEFINE_bool("trim_silence", False, "Drop low-energy stretches before features.")
-_WORKERS = flags.DEFINE_integer("num_workers", None, "Feature-extraction processes (default: all cores).")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so importing several hive commands in
+  one process (tests, notebooks) does not clash on shared flag names."""
+  flags.DEFINE_string("data", None, "Corpus root (LibriSpeech layout or Kaldi data dir).")
+  flags.DEFINE_string("data_dir", None, "TFDS cache (default $HIVE_CACHE/tfds or ~/.cache/hive/tfds).")
+  flags.DEFINE_integer("n_mels", 40, "Mel bands.")
+  flags.DEFINE_bool("trim_silence", False, "Drop low-energy stretches before features.")
+  flags.DEFINE_integer("num_workers", None, "Feature-extraction processes (default: all cores).")
 
 
 def format_report(report: builder_lib.PrepareReport) -> str:
@@ -42,11 +49,11 @@ def format_report(report: builder_lib.PrepareReport) -> str:
 
 def main(argv):
   del argv
-  if not _DATA.value:
+  if not FLAGS.data:
     raise app.UsageError("--data=PATH is required")
-  config = features_lib.FeatureConfig(n_mels=_N_MELS.value, trim_silence=_TRIM.value)
+  config = features_lib.FeatureConfig(n_mels=FLAGS.n_mels, trim_silence=FLAGS.trim_silence)
   try:
-    _, report = builder_lib.prepare(_DATA.value, _DATA_DIR.value, config, _WORKERS.value)
+    _, report = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, config, FLAGS.num_workers)
   except readers.CorpusError as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
@@ -55,4 +62,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -167,38 +167,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   steps = config.train.steps
   bar = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=not is_main,
              desc="train", unit="step", dynamic_ncols=True)
-  for step in bar:
-    batch = parallel.global_batch(next(batches), mesh)
-    state, step_metrics = step_fn(state, batch)
-    step_metrics = parallel.fetch(step_metrics)
-    if not np.isfinite(step_metrics["loss"]):
-      manager.wait_until_finished()
-      raise NonFiniteLoss(
-          f"loss became {step_metrics['loss']} at step {step + 1}; stopping without saving "
-          f"(last good checkpoint: {manager.latest_step()}). Lower train.learning_rate or "
-          "check the data.")
-    last = {k: float(v) for k, v in step_metrics.items()}
-    window_steps += 1
-    done = step + 1
-    if done % config.train.log_every == 0 or done == steps:
-      seconds = time.time() - window_start
-      last["steps_per_second"] = window_steps / seconds
-      last["utterances_per_second"] = window_steps * rows / seconds
-      writer.write_scalars(done, last)
-      bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "ge2e", "speaker_id_accuracy")
-                       if k in last})
-      window_start, window_steps = time.time(), 0
-    if segments is not None and (done % config.train.eval_every == 0 or done == steps):
-      dev = evaluate_dev(embed_all, state.params["model"], segments)
-      writer.write_scalars(done, dev)
-      if is_main:
-        tqdm.write(f"step {done}: dev EER {dev['dev_eer']:.2%}, minDCF {dev['dev_min_dcf']:.3f}, "
-                   f"loss {last['loss']:.4f}")
-    if done % config.train.checkpoint_every == 0 or done == steps:
-      checkpoint.save(manager, state)
-  bar.close()
-  manager.wait_until_finished()
-  writer.flush()
+  try:
+    for step in bar:
+      batch = parallel.global_batch(next(batches), mesh)
+      state, step_metrics = step_fn(state, batch)
+      step_metrics = parallel.fetch(step_metrics)
+      if not np.isfinite(step_metrics["loss"]):
+        manager.wait_until_finished()
+        raise NonFiniteLoss(
+            f"loss became {step_metrics['loss']} at step {step + 1}; stopping without saving "
+            f"(last good checkpoint: {manager.latest_step()}). Lower train.learning_rate or "
+            "check the data.")
+      last = {k: float(v) for k, v in step_metrics.items()}
+      window_steps += 1
+      done = step + 1
+      if done % config.train.log_every == 0 or done == steps:
+        seconds = time.time() - window_start
+        last["steps_per_second"] = window_steps / seconds
+        last["utterances_per_second"] = window_steps * rows / seconds
+        writer.write_scalars(done, last)
+        bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "ge2e", "speaker_id_accuracy")
+                         if k in last})
+        window_start, window_steps = time.time(), 0
+      if segments is not None and (done % config.train.eval_every == 0 or done == steps):
+        dev = evaluate_dev(embed_all, state.params["model"], segments)
+        writer.write_scalars(done, dev)
+        if is_main:
+          tqdm.write(f"step {done}: dev EER {dev['dev_eer']:.2%}, minDCF {dev['dev_min_dcf']:.3f}, "
+                     f"loss {last['loss']:.4f}")
+      if done % config.train.checkpoint_every == 0 or done == steps:
+        checkpoint.save(manager, state)
+  finally:
+    # Also on Ctrl-C or an error: finish the checkpoint being written, so the
+    # next run resumes from it.
+    bar.close()
+    manager.wait_until_finished()
+    writer.flush()
 
   summary = {
       "steps": int(parallel.fetch(state.step)),
