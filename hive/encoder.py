@@ -14,6 +14,7 @@ is repeated end-to-end to fill it, the same rule as the training crops.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pathlib
 
@@ -137,8 +138,18 @@ class Encoder:
     return self.embed_features([self.features_of(wave_or_path)])[0]
 
   def embed_many(self, waves_or_paths) -> np.ndarray:
-    """Many utterances -> [K, D], embedded in large batches."""
-    return self.embed_features([self.features_of(x) for x in waves_or_paths])
+    """Many utterances -> [K, D]: decoded on all cores, embedded in large batches."""
+    items = list(waves_or_paths)
+    # Decoding and FFTs release the GIL, so threads use every core.
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+      mels = list(pool.map(self.features_of, items))
+    return self.embed_features(mels)
+
+  def warm_up(self) -> "Encoder":
+    """Compiles every batch size now rather than on first use (servers, benchmarks)."""
+    for size in BUCKETS:
+      self._embed_windows(np.zeros((size, self.window, self.feature_config.n_mels), np.float32))
+    return self
 
   def gender_probability(self, embeddings) -> np.ndarray:
     """P(female) from the gender head, for embeddings [K, D]."""

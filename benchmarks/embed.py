@@ -1,0 +1,112 @@
+"""Embedding throughput and quality: hive's evaluation path against Resemblyzer.
+
+    python benchmarks/embed.py [--workdir pretrained/hive-mtl] [--data ../shared/data/speechocean762]
+                               [--max_files 240]
+
+Both embed the same files from audio on disk, each with its own pipeline:
+hive decodes, computes log-mels and embeds 50 %-overlapping windows of every
+file together in jitted batches (`Encoder.embed_many`); Resemblyzer runs
+`preprocess_wav` and `VoiceEncoder.embed_utterance` file by file (its shipped
+weights). The files are the first speakers of the corpus in sorted order, all
+their utterances. Reports seconds of audio embedded per second and the EER of
+each on those files (all pairs, cosine). Updates the "Embedding" section of
+RESULTS.md; the last line is one JSON object (`ratio` = hive / Resemblyzer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import results  # noqa: E402
+
+
+def pick_files(root, max_files: int):
+  """All utterances of the first speakers (sorted) until max_files."""
+  from hive.data import readers
+  corpus = readers.read_corpus(root)
+  by_speaker = {}
+  for u in sorted(corpus.utterances, key=lambda u: (u.speaker, u.id)):
+    by_speaker.setdefault(u.speaker, []).append(u)
+  chosen = []
+  for utts in by_speaker.values():
+    if len(chosen) + len(utts) > max_files and chosen:
+      break
+    chosen += utts
+  return [u.path for u in chosen], [u.speaker for u in chosen]
+
+
+def audio_seconds(paths) -> float:
+  import soundfile as sf
+  return float(sum(sf.info(p).frames / sf.info(p).samplerate for p in paths))
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--workdir", default=str(REPO / "pretrained" / "hive-mtl"))
+  ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "speechocean762"))
+  ap.add_argument("--max_files", type=int, default=240)
+  ap.add_argument("--no_resemblyzer", action="store_true")
+  ap.add_argument("--no_write", action="store_true")
+  args = ap.parse_args(argv)
+  import jax
+  from hive import metrics
+  from hive.encoder import Encoder
+
+  if not pathlib.Path(args.data).is_dir():
+    print(f"error: no corpus at {args.data}", file=sys.stderr)
+    return 2
+  paths, speakers = pick_files(args.data, args.max_files)
+  seconds = audio_seconds(paths)
+
+  encoder = Encoder.from_workdir(args.workdir).warm_up()
+  start = time.perf_counter()
+  hive_embeddings = encoder.embed_many(paths)
+  hive_s = time.perf_counter() - start
+  rows = {"hive": {"seconds": hive_s, "rate": seconds / hive_s,
+                   "eer": metrics.verification(hive_embeddings, speakers)["eer"]}}
+  if not args.no_resemblyzer:
+    import reference_torch
+    ref = reference_torch.resemblyzer_embed_throughput(paths, threads=os.cpu_count())
+    rows["Resemblyzer"] = {"seconds": ref["total_s"], "rate": ref["audio_seconds_per_second"],
+                           "eer": metrics.verification(ref["embeddings"], speakers)["eer"]}
+  ratio = (rows["hive"]["rate"] / rows["Resemblyzer"]["rate"]) if "Resemblyzer" in rows else None
+
+  env = results.machine()
+  lines = [
+      "## Embedding", "",
+      f"Run {env['date']} on {env['platform']} ({env['cpu_count']} CPUs, "
+      f"{jax.devices()[0].device_kind}); JAX {jax.__version__}. {len(paths)} files of "
+      f"{len(set(speakers))} speakers from `{pathlib.Path(args.data).name}` "
+      f"({seconds:.0f} s of audio), from audio on disk; hive model `{args.workdir}` "
+      f"(step {encoder.step}, {encoder.config.model.encoder}).", "",
+      "| implementation | wall s | seconds of audio / s | EER (all pairs) |",
+      "|---|---:|---:|---:|"]
+  for name, r in rows.items():
+    lines.append(f"| {name} | {r['seconds']:.2f} | {r['rate']:.1f} | {r['eer']:.2%} |")
+  if ratio is not None:
+    lines += ["", f"hive / Resemblyzer throughput: **{ratio:.2f}x**"]
+  section = "\n".join(lines) + "\n"
+  print(section)
+  if not args.no_write:
+    results.update_section("Embedding", section)
+  print(json.dumps({"ratio": None if ratio is None else round(ratio, 3),
+                    "audio_seconds_per_second": {k: round(r["rate"], 1) for k, r in rows.items()},
+                    "eer": {k: round(r["eer"], 4) for k, r in rows.items()},
+                    "files": len(paths), "seconds_of_audio": round(seconds, 1),
+                    "date": env["date"]}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
