@@ -32,8 +32,9 @@ import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
+from hive import logs
 from hive.data import audio
 
 
@@ -170,7 +171,7 @@ def run(workdir, out, inputs, list_file=None, step=None, chunk_files=512, num_wo
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Orbax logs ~20 INFO lines per restore.
+  logs.quiet_libraries()
   f = flags.FLAGS
   try:
     run(f.workdir, f.out, argv[1:], f.list, f.step, f.chunk_files, f.num_workers)

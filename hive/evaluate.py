@@ -29,7 +29,7 @@ tf.config.set_visible_devices([], "GPU")  # TF only reads the prepared features.
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from hive import checkpoint, metrics  # noqa: E402
+from hive import checkpoint, logs, metrics  # noqa: E402
 from hive.data import builder as builder_lib  # noqa: E402
 from hive.data import readers  # noqa: E402
 from hive.encoder import Encoder  # noqa: E402
@@ -141,6 +141,7 @@ def strict_json(report: dict) -> dict:
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   if not FLAGS.workdir or not FLAGS.data:
     raise app.UsageError("--workdir and --data are required")
   try:

@@ -15,12 +15,10 @@ import tensorflow as tf
 tf.config.set_visible_devices([], "GPU")
 
 import jax  # noqa: E402
-import logging as logging_std  # noqa: E402
-
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from hive import parallel, train  # noqa: E402
+from hive import logs, parallel, train  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
@@ -31,18 +29,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax and TFDS (every checkpoint write logs ~20 lines)."""
-
-  def filter(self, record):
-    noisy = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
-    return record.levelno >= logging_std.WARNING or not any(n in record.pathname for n in noisy)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logs.quiet_libraries()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
   if jax.process_index() == 0:

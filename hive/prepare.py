@@ -11,6 +11,7 @@ import sys
 from absl import app, flags, logging
 
 from hive import features as features_lib
+from hive import logs
 from hive.data import builder as builder_lib
 from hive.data import readers
 
@@ -49,6 +50,7 @@ def format_report(report: builder_lib.PrepareReport) -> str:
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   if not FLAGS.data:
     raise app.UsageError("--data=PATH is required")
   config = features_lib.FeatureConfig(n_mels=FLAGS.n_mels, trim_silence=FLAGS.trim_silence)

@@ -61,8 +61,9 @@ import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
+from hive import logs
 from hive.data import audio
 
 FORMAT = "hive-voiceid"
@@ -446,7 +447,7 @@ def run_calibrate(db, threshold=None, report=None, out=None):
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Orbax logs ~20 INFO lines per restore.
+  logs.quiet_libraries()
   f = flags.FLAGS
   command, files = (argv[1], argv[2:]) if len(argv) > 1 else (None, [])
   try:

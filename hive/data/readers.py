@@ -61,17 +61,23 @@ class Corpus:
     return sorted({u.speaker for u in self.utterances})
 
   def fingerprint(self) -> str:
-    """Digest of the listing (ids, paths, sizes, mtimes): changes when the data does."""
-    h = hashlib.sha256(self.layout.encode())
+    """Digest of the listing (ids, paths, sizes, mtimes): changes when the data does.
+
+    Paths enter relative to the resolved root, so the same data reached by a
+    relative or an absolute path is the same dataset.
+    """
+    root = os.path.realpath(self.root)
+    h = hashlib.sha256(f"{self.layout}|{root}".encode())
     for u in self.utterances:
       try:
         st = os.stat(u.path)
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
       except OSError:
         stamp = "missing"
-      h.update(f"{u.id}|{u.path}|{u.speaker}|{u.gender}|{stamp}\n".encode())
+      path = os.path.relpath(os.path.realpath(u.path), root)
+      h.update(f"{u.id}|{path}|{u.speaker}|{u.gender}|{stamp}\n".encode())
     for s in self.skips:
-      h.update(f"skip|{s.path}|{s.reason}\n".encode())
+      h.update(f"skip|{os.path.relpath(os.path.realpath(s.path), root)}|{s.reason}\n".encode())
     return h.hexdigest()[:16]
 
 
