@@ -1,0 +1,122 @@
+"""Does multi-task learning help? Same encoder, data and budget; one objective changed.
+
+    python benchmarks/ablation.py [--config configs/release.py] [--steps 300] [--out runs/ablation]
+
+Trains four models from the same config, differing only in the loss weights:
+GE2E alone, triplet alone, speaker-ID alone, and the multi-task combination
+(GE2E + triplet + speaker-ID + gender). Each is evaluated on the config's
+held-out dev speakers of every corpus root with hive.evaluate's protocol (EER,
+minDCF, one-shot identification). Gender accuracy is a logistic-regression
+probe fitted on training speakers' embeddings, the same for every variant (the
+single-task models have no trained gender head); the MTL row also gives its
+head's accuracy. Writes the "MTL ablation" section of RESULTS.md; the last line
+is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import results  # noqa: E402
+
+VARIANTS = {
+    "GE2E": dict(ge2e=1.0, triplet=0.0, speaker_id=0.0, gender=0.0),
+    "triplet": dict(ge2e=0.0, triplet=1.0, speaker_id=0.0, gender=0.0),
+    "speaker-ID": dict(ge2e=0.0, triplet=0.0, speaker_id=1.0, gender=0.0),
+    "MTL": None,  # The config's own weights (GE2E + triplet + speaker-ID + gender).
+}
+
+
+def train_variant(config_path, weights, steps, workdir) -> dict:
+  flags = [f"--config={config_path}", f"--workdir={workdir}", f"--config.train.steps={steps}"]
+  for k, v in (weights or {}).items():
+    flags.append(f"--config.loss.weights.{k}={v}")
+  out = subprocess.run([sys.executable, "-m", "hive.main", *flags], cwd=REPO, text=True,
+                       capture_output=True)
+  if out.returncode:
+    raise RuntimeError(f"training {workdir} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def evaluate_variant(workdir) -> dict:
+  """Dev metrics per corpus root, plus the train-speaker gender probe."""
+  import numpy as np
+  from sklearn.linear_model import LogisticRegression
+  from hive import checkpoint, evaluate, input_pipeline
+  from hive.data import builder
+  from hive.encoder import Encoder
+  encoder = Encoder.from_workdir(workdir)
+  config = checkpoint.load_config(workdir)
+  out = {}
+  for root in input_pipeline.corpus_roots(config.data):
+    prepared, _ = builder.prepare(root, config.data.data_dir or None, encoder.feature_config)
+    examples = builder.load_examples(prepared)
+    dev = evaluate.select_split(examples, root, workdir, "dev")
+    train = evaluate.select_split(examples, root, workdir, "train")
+    report = evaluate.evaluate(encoder, dev)
+    dev_embeddings = report.pop("_embeddings")
+    train_embeddings = encoder.embed_features(train.features)
+    known = train.genders >= 0
+    probe = LogisticRegression(max_iter=2000).fit(train_embeddings[known], train.genders[known])
+    dev_known = dev.genders >= 0
+    report["gender_probe_accuracy"] = (float(np.mean(
+        probe.predict(dev_embeddings[dev_known]) == dev.genders[dev_known]))
+        if dev_known.any() else None)
+    out[pathlib.Path(root).name] = report
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--config", default="configs/release.py")
+  ap.add_argument("--steps", type=int, default=300)
+  ap.add_argument("--out", default="runs/ablation")
+  ap.add_argument("--no_write", action="store_true")
+  args = ap.parse_args(argv)
+
+  rows = {}
+  for name, weights in VARIANTS.items():
+    workdir = REPO / args.out / name.lower().replace("-", "_")
+    print(f"training {name} -> {workdir}", file=sys.stderr, flush=True)
+    summary = train_variant(args.config, weights, args.steps, workdir)
+    rows[name] = {"train_seconds": summary["seconds"], "corpora": evaluate_variant(workdir)}
+
+  pct = lambda v: "n/a" if v is None else f"{v:.2%}"
+  lines = ["## MTL ablation", "",
+           f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
+           "variant (same encoder, data, batches and schedule; only the loss weights differ). "
+           "Dev speakers only. Gender: logistic-regression probe on training speakers' "
+           "embeddings (MTL: its gender head in brackets).", "",
+           "| variant | corpus | EER | minDCF | one-shot ID | gender | train s |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+  for name, row in rows.items():
+    for corpus, r in row["corpora"].items():
+      gender = pct(r["gender_probe_accuracy"])
+      if name == "MTL" and r.get("gender_accuracy") is not None:
+        gender += f" ({r['gender_accuracy']:.2%})"
+      lines.append(f"| {name} | {corpus} | {r['eer']:.2%} | {r['min_dcf']:.3f} | "
+                   f"{pct(r['identification_accuracy'])} | {gender} | "
+                   f"{row['train_seconds']:.0f} |")
+  section = "\n".join(lines) + "\n"
+  print(section)
+  if not args.no_write:
+    results.update_section("MTL ablation", section)
+  print(json.dumps({name: {c: {k: r.get(k) for k in ("eer", "min_dcf", "identification_accuracy",
+                                                    "gender_probe_accuracy", "gender_accuracy")}
+                           for c, r in row["corpora"].items()} for name, row in rows.items()}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
