@@ -7,8 +7,8 @@ Both embed the same files from audio on disk, each with its own pipeline:
 hive decodes, computes log-mels and embeds 50 %-overlapping windows of every
 file together in jitted batches (`Encoder.embed_many`); Resemblyzer runs
 `preprocess_wav` and `VoiceEncoder.embed_utterance` file by file (its shipped
-weights). The files are the first speakers of the corpus in sorted order, all
-their utterances. Reports seconds of audio embedded per second and the EER of
+weights). The files are all utterances of the first speakers in sorted order (the
+model's held-out dev speakers when its workdir names some in this corpus). Reports seconds of audio embedded per second and the EER of
 each on those files (all pairs, cosine). Updates the "Embedding" section of
 RESULTS.md; the last line is one JSON object (`ratio` = hive / Resemblyzer).
 """
@@ -31,12 +31,25 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import results  # noqa: E402
 
 
-def pick_files(root, max_files: int):
-  """All utterances of the first speakers (sorted) until max_files."""
+def pick_files(root, max_files: int, workdir=None):
+  """All utterances of the first speakers (sorted) until max_files.
+
+  When the model's workdir names dev speakers of this corpus, only those are
+  used, so the EER column is measured on speakers the model never saw.
+  """
+  from hive import checkpoint
   from hive.data import readers
   corpus = readers.read_corpus(root)
+  utterances = corpus.utterances
+  try:
+    dev = set(checkpoint.load_speakers(workdir)["dev"]) if workdir else set()
+  except FileNotFoundError:
+    dev = set()
+  prefix = pathlib.Path(root).resolve().name + "/"
+  held_out = [u for u in utterances if u.speaker in dev or prefix + u.speaker in dev]
+  utterances = held_out or utterances
   by_speaker = {}
-  for u in sorted(corpus.utterances, key=lambda u: (u.speaker, u.id)):
+  for u in sorted(utterances, key=lambda u: (u.speaker, u.id)):
     by_speaker.setdefault(u.speaker, []).append(u)
   chosen = []
   for utts in by_speaker.values():
@@ -66,7 +79,7 @@ def main(argv=None) -> int:
   if not pathlib.Path(args.data).is_dir():
     print(f"error: no corpus at {args.data}", file=sys.stderr)
     return 2
-  paths, speakers = pick_files(args.data, args.max_files)
+  paths, speakers = pick_files(args.data, args.max_files, args.workdir)
   seconds = audio_seconds(paths)
 
   encoder = Encoder.from_workdir(args.workdir).warm_up()
