@@ -28,7 +28,7 @@ Run a smoke benchmark::
 
     python benchmarks/reference_torch.py                   # small shapes
     python benchmarks/reference_torch.py --reference --threads 2 \\
-        --audio-dir /work/shared/data/speechocean762/wav --n-files 20
+        --audio-dir ../shared/data/speechocean762/wav --n-files 20
 """
 
 from __future__ import annotations
@@ -374,7 +374,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--audio-dir", default="/work/shared/data/speechocean762/wav")
+    ap.add_argument("--audio-dir", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+        "speechocean762", "wav"))
     ap.add_argument("--n-files", type=int, default=None)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-embed", action="store_true")

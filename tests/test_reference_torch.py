@@ -7,6 +7,7 @@ this whole module is skipped when torch is not installed.
 import importlib.util
 import math
 import os
+import pathlib
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ rt = importlib.util.module_from_spec(_SPEC)
 sys.modules[_SPEC.name] = rt
 _SPEC.loader.exec_module(rt)
 
-_AUDIO_DIR = "/work/shared/data/speechocean762/wav"
+_AUDIO_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762" / "wav")
 
 
 def _wb(w=10.0, b=-5.0, dtype=torch.float64):
