@@ -14,37 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from hive import config as config_lib, train, voiceid
-from hive.data import synthetic
+from hive import voiceid
 from hive.encoder import Encoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def tiny_config(corpus, data_dir, steps=4):
-  """tests/test_train.py's tiny LSTM: trains in seconds; only the final checkpoint is kept."""
-  c = config_lib.base_config()
-  c.data.root, c.data.data_dir = str(corpus), str(data_dir)
-  c.data.n_speakers, c.data.n_utterances, c.data.crop_frames = 4, 3, 40
-  c.data.dev_fraction, c.data.dev_segments_per_speaker = 0.25, 2
-  c.model.embed_dim = 16
-  c.model.lstm.hidden, c.model.lstm.layers = 32, 1
-  c.train.steps, c.train.warmup_steps = steps, 2
-  c.train.log_every, c.train.eval_every, c.train.checkpoint_every = steps, 10 * steps, steps
-  return c
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  """Corpus + trained workdir, shared through the session's base temp (see test_encoder.py)."""
-  root = tmp_path_factory.getbasetemp() / "hive-tiny-model"
-  corpus, done = root / "corpus", root / "trained"
-  if not done.is_file():
-    synthetic.generate_corpus(corpus, num_speakers=8, utterances_per_speaker=3,
-                              seconds=(1.0, 1.5), seed=3)
-    train.train_and_evaluate(tiny_config(corpus, root / "tfds"), str(root / "run"))
-    done.write_text("ok\n")
-  return {"corpus": corpus, "workdir": root / "run", "data_dir": root / "tfds"}
 
 
 @pytest.fixture(scope="module")
