@@ -123,7 +123,7 @@ def _forward(x, w_in, b, w_rec, dtype, chunk, keep):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def lstm_time_major(x, w_in, b, w_rec, dtype=_F32, chunk=8):
+def lstm_time_major(x, w_in, b, w_rec, dtype=_F32, chunk=4):
   """An LSTM layer over time-major input: x [T, B, F] -> h [T, B, H] (in `dtype`).
 
   w_in [F, 4H], b [4H], w_rec [H, 4H]; gates in the order i, f, c_hat, o;
@@ -206,7 +206,7 @@ class LSTMLayer(nn.Module):
   hidden: int
   dtype: jnp.dtype = jnp.float32
   time_major: bool = False
-  chunk: int = 8
+  chunk: int = 4
 
   @nn.compact
   def __call__(self, x):
@@ -232,7 +232,7 @@ class LSTMEmbedder(nn.Module):
   hidden: int = 256
   layers: int = 3
   dtype: jnp.dtype = jnp.float32
-  chunk: int = 8  # Timesteps per input/weight-gradient matmul (and per unrolled loop body).
+  chunk: int = 4  # Timesteps per input/weight-gradient matmul (and per unrolled loop body).
 
   @nn.compact
   def __call__(self, x):  # [B, T, F] -> [B, embed_dim] (not yet normalised)
