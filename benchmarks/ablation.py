@@ -22,7 +22,6 @@ import pathlib
 import subprocess
 import sys
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -21,9 +21,6 @@ import pathlib
 import subprocess
 import sys
 
-# XLA's CPU thunk runtime runs the LSTM's small per-timestep ops with more
-# overhead; the classic runtime is faster for this loop-heavy step (measured below).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
