@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
+import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -43,6 +45,39 @@ def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = No
   if step is None:
     return target
   return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_params):
+  """Only the model parameters of checkpoint `step`, as numpy-backed host arrays.
+
+  Works on a full training checkpoint (TrainState) and on an exported one
+  (`{"params": {"model": ...}}`, see `export`): orbax reads just this subtree.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = {"params": {"model": jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)}}
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  return jax.device_get(restored["params"]["model"])
+
+
+def export(workdir, out, step: int, model_params) -> pathlib.Path:
+  """Writes an inference-only copy of a workdir: config, speakers, model parameters.
+
+  No optimiser state, so it is a third of the training checkpoint's size; every
+  command that takes `--workdir` loads it, but training cannot resume from it.
+  """
+  out = pathlib.Path(out)
+  if checkpoint_dir(out).exists():
+    raise FileExistsError(f"{checkpoint_dir(out)} exists; export into an empty directory")
+  out.mkdir(parents=True, exist_ok=True)
+  for name in (CONFIG_FILE, SPEAKERS_FILE):
+    shutil.copyfile(pathlib.Path(workdir) / name, out / name)
+  manager = make_manager(out, max_to_keep=1)
+  manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
+  manager.wait_until_finished()
+  return checkpoint_dir(out) / str(step)
 
 
 def save_config(workdir, config: ml_collections.ConfigDict) -> None:

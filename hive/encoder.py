@@ -76,7 +76,8 @@ class Encoder:
     workdir = pathlib.Path(workdir)
     config = checkpoint.load_config(workdir)
     speakers = checkpoint.load_speakers(workdir)["train"]
-    target = train.create_train_state(config, len(speakers), jax.random.PRNGKey(0))
+    abstract = jax.eval_shape(
+        lambda: train.create_train_state(config, len(speakers), jax.random.PRNGKey(0)))
     manager = checkpoint.make_manager(workdir)
     chosen = manager.latest_step() if step is None else step
     if chosen is None:
@@ -84,8 +85,8 @@ class Encoder:
     if chosen not in manager.all_steps():  # Orbax's own error for this is cryptic.
       raise FileNotFoundError(f"no checkpoint of step {chosen} in "
                               f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
-    state = checkpoint.restore_latest(manager, target, chosen)
-    return cls(config, jax.device_get(state.params["model"]), chosen, str(workdir), speakers)
+    params = checkpoint.restore_model_params(manager, chosen, abstract.params["model"])
+    return cls(config, params, chosen, str(workdir), speakers)
 
   @classmethod
   def pretrained(cls) -> "Encoder":

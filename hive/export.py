@@ -1,0 +1,57 @@
+"""Exports a training workdir for inference: config, speakers and model parameters.
+
+    python -m hive.export --workdir=runs/release --out=pretrained/hive-mtl [--step=N]
+
+The export drops the optimiser state and GE2E's w/b (a third of the size of a
+training checkpoint) and keeps everything `hive.Encoder`, `hive.evaluate`,
+`hive.voiceid` and `hive.embed` need, so each of them accepts `--workdir=OUT`.
+Training cannot resume from an export; keep the workdir for that.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags
+
+from hive import checkpoint, logs, train
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "Training workdir to export.", required=True)
+  flags.DEFINE_string("out", None, "Empty output directory.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+
+
+def export_workdir(workdir, out, step: int | None = None):
+  config = checkpoint.load_config(workdir)
+  speakers = checkpoint.load_speakers(workdir)["train"]
+  manager = checkpoint.make_manager(workdir)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"no checkpoint{'' if step is None else f' of step {step}'} in "
+                            f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
+  abstract = jax.eval_shape(
+      lambda: train.create_train_state(config, len(speakers), jax.random.PRNGKey(0)))
+  params = checkpoint.restore_model_params(manager, step, abstract.params["model"])
+  return checkpoint.export(workdir, out, step, params)
+
+
+def main(argv) -> int:
+  del argv
+  logs.quiet_libraries()
+  FLAGS = flags.FLAGS
+  try:
+    path = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  except (FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+  print(f"exported {FLAGS.workdir} step {path.name} to {FLAGS.out} ({size / 2**20:.1f} MiB)")
+  return 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,53 @@
+"""hive.export: an inference-only copy loads to the same model, smaller, and refuses misuse."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from hive import checkpoint, export
+from hive.encoder import Encoder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def dir_bytes(path):
+  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
+  out = tmp_path / "exported"
+  path = export.export_workdir(tiny["workdir"], out)
+  original, exported = Encoder.from_workdir(tiny["workdir"]), Encoder.from_workdir(out)
+  assert exported.step == original.step == int(path.name)
+  assert exported.speakers == original.speakers
+  for a, b in zip(jax.tree.leaves(original.params), jax.tree.leaves(exported.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  mels = [np.random.default_rng(0).normal(size=(130, 40)).astype(np.float32)]
+  np.testing.assert_array_equal(original.embed_features(mels), exported.embed_features(mels))
+  # Adam keeps two moments per parameter: the export is well under half the size.
+  full = checkpoint.checkpoint_dir(tiny["workdir"]) / str(original.step)
+  assert dir_bytes(path) < 0.5 * dir_bytes(full)
+
+
+def test_export_refuses_a_non_empty_target_and_a_missing_step(tiny, tmp_path):
+  export.export_workdir(tiny["workdir"], tmp_path / "a")
+  with pytest.raises(FileExistsError, match="exists"):
+    export.export_workdir(tiny["workdir"], tmp_path / "a")
+  with pytest.raises(FileNotFoundError, match="step 999"):
+    export.export_workdir(tiny["workdir"], tmp_path / "b", step=999)
+
+
+def test_cli(tiny, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  cmd = [sys.executable, "-m", "hive.export", f"--workdir={tiny['workdir']}",
+         f"--out={tmp_path / 'x'}"]
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "exported" in done.stdout and (tmp_path / "x" / "config.json").is_file()
+  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 2
+  assert again.stderr.strip().splitlines()[-1].startswith("error:") and "exists" in again.stderr
