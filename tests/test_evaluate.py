@@ -130,3 +130,31 @@ def test_cli_writes_report_and_plots(tiny, tmp_path):
     png = (plots / name).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
   assert saved["plots"] == [str(plots / "det.png"), str(plots / "embeddings.png")]
+
+
+def test_cut_segments_by_hand():
+  mels = [np.arange(100 * 2, dtype=np.float32).reshape(100, 2), np.zeros((20, 2), np.float32)]
+  ex = builder_lib.Examples(["a", "b"], ["s1", "s2"], np.array([0, 1], np.int32),
+                            np.array([100, 20], np.int32), mels)
+  cut = ex.cut_segments(30)
+  # 100 frames -> 30, 30, 40 (the short tail joins the last segment); 20 frames stay whole.
+  assert cut.utterance_ids == ["a#0", "a#1", "a#2", "b#0"]
+  assert cut.num_frames.tolist() == [30, 30, 40, 20]
+  assert cut.speakers == ["s1", "s1", "s1", "s2"] and cut.genders.tolist() == [0, 0, 0, 1]
+  np.testing.assert_array_equal(np.concatenate(cut.features[:3]), mels[0])  # Nothing dropped.
+  with pytest.raises(ValueError, match="at least one frame"):
+    ex.cut_segments(0)
+
+
+def test_single_utterance_speakers_need_segments(enc, examples):
+  first = {}
+  for i, s in enumerate(examples.speakers):
+    first.setdefault(s, i)
+  idx = sorted(first.values())
+  one_each = builder_lib.Examples(
+      [examples.utterance_ids[i] for i in idx], [examples.speakers[i] for i in idx],
+      examples.genders[idx], examples.num_frames[idx], [examples.features[i] for i in idx])
+  with pytest.raises(ValueError, match="--segment_seconds"):
+    evaluate.evaluate(enc, one_each)
+  report = evaluate.evaluate(enc, one_each.cut_segments(50))
+  assert report["num_target_trials"] > 0 and report["num_speakers"] == 8

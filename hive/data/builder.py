@@ -188,6 +188,28 @@ class Examples:
     return Examples([self.utterance_ids[i] for i in idx], [self.speakers[i] for i in idx],
                     self.genders[idx], self.num_frames[idx], [self.features[i] for i in idx])
 
+  def cut_segments(self, frames: int) -> "Examples":
+    """Each utterance as consecutive segments of `frames` frames, ids "<id>#<k>".
+
+    For corpora with one long utterance per speaker, where whole utterances give
+    no same-speaker trial. A tail shorter than `frames` joins the segment before
+    it (so no audio is dropped); an utterance shorter than `frames` stays whole.
+    """
+    if frames < 1:
+      raise ValueError(f"segment length must be at least one frame, got {frames}")
+    ids, speakers, genders, lengths, features = [], [], [], [], []
+    for uid, speaker, gender, mel in zip(self.utterance_ids, self.speakers, self.genders,
+                                         self.features):
+      bounds = list(range(0, len(mel) - frames + 1, frames))[1:] if len(mel) >= frames else []
+      for k, piece in enumerate(np.split(mel, bounds)):
+        ids.append(f"{uid}#{k}")
+        speakers.append(speaker)
+        genders.append(gender)
+        lengths.append(len(piece))
+        features.append(piece)
+    return Examples(ids, speakers, np.asarray(genders, np.int32), np.asarray(lengths, np.int32),
+                    features)
+
 
 def load_examples(builder: SpeechCorpus) -> Examples:
   rows = sorted(tfds.as_numpy(builder.as_dataset(split="corpus")),
