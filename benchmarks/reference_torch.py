@@ -361,6 +361,18 @@ def resemblyzer_embed_files(paths: Iterable[str]) -> np.ndarray:
     return emb / np.maximum(norms, 1e-12)
 
 
+def resemblyzer_embed_waves(waves: Iterable[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
+    """Like resemblyzer_embed_files, for waves already in memory (Resemblyzer's own
+    preprocessing: volume normalisation and VAD trimming, then embed_utterance)."""
+    _, _, preprocess_wav = _import_resemblyzer()
+    encoder = get_resemblyzer_encoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = [encoder.embed_utterance(preprocess_wav(w, source_sr=sample_rate)) for w in waves]
+    emb = np.stack(out).astype(np.float32) if out else np.zeros((0, EMBEDDING_SIZE), np.float32)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
 # --------------------------------------------------------------------------
 # CLI smoke benchmark
 # --------------------------------------------------------------------------

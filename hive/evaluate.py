@@ -68,6 +68,13 @@ def select_split(examples: builder_lib.Examples, root, workdir, split: str):
   return examples.select_speakers(keep)
 
 
+def auto_segment_seconds(speakers, seconds: float = 3.0) -> float:
+  """`seconds` when fewer than half of the speakers have two or more utterances, else 0
+  (whole utterances). The benchmarks' rule for choosing segment scoring."""
+  counts = np.unique(np.asarray(speakers), return_counts=True)[1]
+  return seconds if (counts >= 2).sum() < len(counts) / 2 else 0.0
+
+
 def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: float = 0.01) -> dict:
   """The report's numbers for prepared examples (embeddings returned under '_embeddings')."""
   started = time.time()
