@@ -73,6 +73,18 @@ def time_batches(examples, batches: int, warmup: int) -> dict:
           "pool_frames": int(pool.frames.shape[0]), "pool_speakers": pool.num_speakers}
 
 
+def time_consumption(steps: int = 3, warmup: int = 2) -> float:
+  """Median seconds of hive's training step at the same batch shape (the fastest encoder
+  setting of benchmarks/train_step.py): what the pipeline has to keep up with."""
+  import numpy as np
+  import train_step
+  assert (train_step.N, train_step.M, train_step.T) == (N_SPEAKERS, N_UTTERANCES, CROP_FRAMES)
+  step = train_step.HiveStep("lstm")
+  for _ in range(warmup):
+    step()
+  return float(np.median([train_step.timed(step) for _ in range(steps)]))
+
+
 def versions() -> dict:
   import librosa
   import tensorflow as tf
@@ -81,7 +93,8 @@ def versions() -> dict:
           "tensorflow_datasets": tfds.__version__, "librosa": librosa.__version__}
 
 
-def markdown(prepared: dict, batches: dict | None, skipped: list, env: dict) -> str:
+def markdown(prepared: dict, batches: dict | None, skipped: list, env: dict,
+             step_seconds: float | None = None) -> str:
   lines = [
       SECTION, "",
       f"Run {env['date']} on {env['platform']} ({env['cpu_count']} CPUs, "
@@ -111,6 +124,11 @@ def markdown(prepared: dict, batches: dict | None, skipped: list, env: dict) -> 
         f"| {batches['batches']} | {batches['seconds']:.2f} | "
         f"{batches['batches_per_s']:.1f} | {batches['utterances_per_s']:.0f} |", "",
     ]
+    if step_seconds:
+      lines += [f"Consumption: hive's training step at this batch shape (3x256 LSTM, bf16 "
+                f"matmuls) takes {step_seconds:.2f} s, i.e. {1 / step_seconds:.3f} batches/s; "
+                f"the pipeline delivers **{batches['batches_per_s'] * step_seconds:.0f}x** "
+                "that.", ""]
   else:
     lines += ["Batches: not timed (librispeech not prepared).", ""]
   return "\n".join(lines)
@@ -125,6 +143,8 @@ def main(argv=None) -> int:
   ap.add_argument("--warmup", type=int, default=10, help="Batches drawn before timing.")
   ap.add_argument("--num_workers", type=int, default=None,
                   help="Feature-extraction threads (default: all cores).")
+  ap.add_argument("--no_step", action="store_true",
+                  help="Do not time the training step (the consumption the ratio is against).")
   ap.add_argument("--no_write", action="store_true", help="Do not update RESULTS.md.")
   args = ap.parse_args(argv)
 
@@ -149,10 +169,15 @@ def main(argv=None) -> int:
     print("timing batches ...", file=sys.stderr, flush=True)
     batches = time_batches(prepared["librispeech"]["examples"], args.batches, args.warmup)
 
+  step_seconds = None
+  if batches and not args.no_step:
+    print("timing the training step ...", file=sys.stderr, flush=True)
+    step_seconds = time_consumption()
+
   env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
          "platform": platform.platform(), "machine": platform.machine(),
          "cpu_count": os.cpu_count(), "workers": workers, **versions()}
-  section = markdown(prepared, batches, skipped, env)
+  section = markdown(prepared, batches, skipped, env, step_seconds)
   print(section)
   if not args.no_write:
     results.update_section(SECTION[3:], section)
@@ -165,6 +190,9 @@ def main(argv=None) -> int:
       "prepare_seconds": {k: round(v["seconds"], 1) for k, v in prepared.items()},
       "hours": {k: v["hours"] for k, v in prepared.items()},
       "batch": [N_SPEAKERS, N_UTTERANCES, CROP_FRAMES],
+      "train_step_s": round(step_seconds, 3) if step_seconds else None,
+      "ratio": (round(batches["batches_per_s"] * step_seconds, 1)
+                if batches and step_seconds else None),
       "cpu_count": os.cpu_count(), "date": env["date"],
   }
   print(json.dumps(summary), flush=True)
