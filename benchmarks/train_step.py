@@ -105,11 +105,16 @@ def alternate(a, b, warmup: int, steps: int):
 
 
 def peak_memory_mb(side: str, threads: int) -> float:
-  """Peak RSS of a fresh process that builds `side` and runs 2 steps."""
-  code = (f"import sys, resource; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); "
+  """Peak RSS of a fresh process that builds `side` and runs 2 steps.
+
+  Read from /proc/self/status (VmHWM, reset by exec): getrusage's ru_maxrss survives
+  fork+exec on Linux, so a child would report this parent's peak instead of its own.
+  """
+  code = (f"import sys, re; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); "
           f"import train_step as t; s = t.HiveStep() if {side!r} == 'hive' else "
           f"t.TorchStep({threads}); s(); s(); "
-          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+          "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())"
+          ".group(1)) / 1024)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=REPO, env=os.environ, timeout=900)
   if out.returncode:
