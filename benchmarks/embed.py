@@ -100,7 +100,8 @@ def main(argv=None) -> int:
       f"Run {env['date']} on {env['platform']} ({env['cpu_count']} CPUs, "
       f"{jax.devices()[0].device_kind}); JAX {jax.__version__}. {len(paths)} files of "
       f"{len(set(speakers))} speakers from `{pathlib.Path(args.data).name}` "
-      f"({seconds:.0f} s of audio), from audio on disk; hive model `{args.workdir}` "
+      f"({seconds:.0f} s of audio), from audio on disk; hive model "
+      f"`{results.repo_relative(args.workdir)}` "
       f"(step {encoder.step}, {encoder.config.model.encoder}).", "",
       "| implementation | wall s | seconds of audio / s | EER (all pairs) |",
       "|---|---:|---:|---:|"]

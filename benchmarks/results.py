@@ -8,6 +8,12 @@ import pathlib
 import platform
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
+REPO = RESULTS.parents[1]
+
+
+def repo_relative(path) -> str:
+  """`path` as seen from the repository root, so RESULTS.md names no machine's layout."""
+  return os.path.relpath(pathlib.Path(path).resolve(), REPO)
 
 
 def machine() -> dict:

@@ -1,6 +1,6 @@
 """GE2E alone (Wan et al. 2018): the d-vector LSTM trained with the GE2E softmax loss.
 
-python -m hive.main --config=configs/ge2e.py --workdir=/tmp/ge2e
+python -m hive.main --config=configs/ge2e.py --workdir=runs/ge2e
 The paper's shape is N=64 speakers x M=10 utterances; on a CPU the base N x M is used.
 """
 

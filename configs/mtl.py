@@ -1,6 +1,6 @@
 """The unified embedding: GE2E + triplet + speaker-ID + gender, trained jointly.
 
-python -m hive.main --config=configs/mtl.py --workdir=/tmp/mtl
+python -m hive.main --config=configs/mtl.py --workdir=runs/mtl
 Sized to finish in about six minutes on a 2-core CPU with the built-in synthetic
 corpus (100 voices; dev EER about 20 % after 200 steps): a 3 x 128 LSTM, N=16 x
 M=8 batches, noise and SpecAugment-style masking. For a real model point

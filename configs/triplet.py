@@ -2,7 +2,7 @@
 
 Anchors, positives and negatives are means of groups of 5 utterances of a
 speaker (so M = 10 gives two groups per speaker), mined batch-hard.
-python -m hive.main --config=configs/triplet.py --workdir=/tmp/triplet
+python -m hive.main --config=configs/triplet.py --workdir=runs/triplet
 """
 
 from hive.config import base_config

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 SPEAKERS_FILE = "speakers.json"
+COMMIT_MARKER = "commit_success.txt"  # orbax's, see orbax.checkpoint path atomicity.
 
 
 def checkpoint_dir(workdir) -> pathlib.Path:
@@ -77,7 +78,12 @@ def export(workdir, out, step: int, model_params) -> pathlib.Path:
   manager = make_manager(out, max_to_keep=1)
   manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
   manager.wait_until_finished()
-  return checkpoint_dir(out) / str(step)
+  path = checkpoint_dir(out) / str(step)
+  # Orbax's commit markers name the absolute path they were written to; an export is
+  # meant to be shipped, so keep the markers (their presence is what counts) without it.
+  for marker in path.rglob(COMMIT_MARKER):
+    marker.write_text("Checkpoint commit was successful.\n")
+  return path
 
 
 def save_config(workdir, config: ml_collections.ConfigDict) -> None:

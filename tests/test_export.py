@@ -31,6 +31,10 @@ def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
   # Adam keeps two moments per parameter: the export is well under half the size.
   full = checkpoint.checkpoint_dir(tiny["workdir"]) / str(original.step)
   assert dir_bytes(path) < 0.5 * dir_bytes(full)
+  # Nothing in the checkpoint names the machine it was written on.
+  for f in path.rglob("*"):
+    if f.is_file():
+      assert str(tmp_path).encode() not in f.read_bytes(), f
 
 
 def test_export_refuses_a_non_empty_target_and_a_missing_step(tiny, tmp_path):
