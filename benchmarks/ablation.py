@@ -99,9 +99,9 @@ def main(argv=None) -> int:
   lines = ["## MTL ablation", "",
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
            "variant (same encoder, data, batches and schedule; only the loss weights differ). "
-           "Dev speakers only (a corpus whose speakers mostly have one utterance is scored as "
-           "3-s segments, as in benchmarks/quality.py). Gender: logistic-regression probe on training speakers' "
-           "embeddings (MTL: its gender head in brackets).", "",
+           "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
+           "as 3-s segments, as in benchmarks/quality.py). Gender: logistic-regression "
+           "probe on training speakers' embeddings (MTL: its gender head in brackets).", "",
            "| variant | corpus | EER | minDCF | one-shot ID | gender | train s |",
            "|---|---|---:|---:|---:|---:|---:|"]
   for name, row in rows.items():

@@ -11,8 +11,8 @@ null). Where most speakers have a single utterance (the shared LibriSpeech
 sample), there would be no same-speaker trial, so by default (`auto`) both
 score consecutive 3-second segments of each file (the tail joins the last
 segment), cut from the same 16 kHz audio; same-speaker trials then come from
-one recording, an easier task, and the table says so. Updates the "Quality" section of RESULTS.md for ROOT; the last line is
-one JSON object.
+one recording, an easier task, and the table says so. Updates the "Quality"
+section of RESULTS.md for ROOT; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -50,23 +50,35 @@ def utterances_of(root, workdir, split):
   return utts
 
 
-def segment_seconds_for(utts, requested: str) -> float:
+def segment_flag(value: str):
+  """--segment_seconds: "auto", or a length in seconds (0: whole utterances)."""
+  if value == "auto":
+    return value
+  try:
+    seconds = float(value)
+  except ValueError:
+    seconds = -1.0
+  if not seconds >= 0:
+    raise argparse.ArgumentTypeError(f"expected auto or seconds >= 0, got {value!r}")
+  return seconds
+
+
+def segment_seconds_for(utts, requested) -> float:
   """`auto`: 3-s segments when fewer than half of the speakers have two utterances."""
   from hive import evaluate
   if requested != "auto":
-    return float(requested)
+    return requested
   return evaluate.auto_segment_seconds([u.speaker for u in utts])
 
 
 def segments(utts, seconds: float, sample_rate: int = 16000):
   """(waves, speakers, ids, genders) of consecutive segments; short tails join the last."""
-  from hive.data import audio
+  from hive.data import audio, builder
   size = int(round(seconds * sample_rate))
   out = ([], [], [], [])
   for u in utts:
     wave = audio.load_wave(u.path, sample_rate)
-    bounds = list(range(0, len(wave) - size + 1, size))[1:] if len(wave) >= size else []
-    for k, piece in enumerate(np.split(wave, bounds)):
+    for k, piece in enumerate(builder.consecutive_segments(wave, size)):
       for column, value in zip(out, (piece, u.speaker, f"{u.id}#{k}", u.gender)):
         column.append(value)
   return out
@@ -84,7 +96,7 @@ def main(argv=None) -> int:
   ap.add_argument("root")
   ap.add_argument("--workdir", default=str(REPO / "pretrained" / "hive-mtl"))
   ap.add_argument("--split", default="dev", choices=["dev", "all"])
-  ap.add_argument("--segment_seconds", default="auto",
+  ap.add_argument("--segment_seconds", default="auto", type=segment_flag,
                   help="auto, 0 (whole utterances) or a segment length in seconds.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)

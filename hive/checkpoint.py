@@ -70,8 +70,8 @@ def export(workdir, out, step: int, model_params) -> pathlib.Path:
   command that takes `--workdir` loads it, but training cannot resume from it.
   """
   out = pathlib.Path(out)
-  if checkpoint_dir(out).exists():
-    raise FileExistsError(f"{checkpoint_dir(out)} exists; export into an empty directory")
+  if out.exists() and any(out.iterdir()):
+    raise FileExistsError(f"{out} is not empty; export into a new or empty directory")
   out.mkdir(parents=True, exist_ok=True)
   for name in (CONFIG_FILE, SPEAKERS_FILE):
     shutil.copyfile(pathlib.Path(workdir) / name, out / name)

@@ -68,15 +68,22 @@ def select_split(examples: builder_lib.Examples, root, workdir, split: str):
   return examples.select_speakers(keep)
 
 
+def utterances_per_speaker(speakers) -> np.ndarray:
+  return np.unique(np.asarray(speakers), return_counts=True)[1]
+
+
 def auto_segment_seconds(speakers, seconds: float = 3.0) -> float:
   """`seconds` when fewer than half of the speakers have two or more utterances, else 0
   (whole utterances). The benchmarks' rule for choosing segment scoring."""
-  counts = np.unique(np.asarray(speakers), return_counts=True)[1]
+  counts = utterances_per_speaker(speakers)
   return seconds if (counts >= 2).sum() < len(counts) / 2 else 0.0
 
 
 def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: float = 0.01) -> dict:
   """The report's numbers for prepared examples (embeddings returned under '_embeddings')."""
+  if not (utterances_per_speaker(examples.speakers) >= 2).any():
+    raise ValueError("every speaker has a single utterance, so there is no same-speaker "
+                     "trial; score segments instead (--segment_seconds)")
   started = time.time()
   embeddings = encoder.embed_features(examples.features)
   embed_seconds = time.time() - started
@@ -84,10 +91,6 @@ def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: floa
             "num_utterances": len(examples.utterance_ids),
             "seconds_of_audio": round(float(np.sum(examples.num_frames)) * hop_seconds, 2),
             "embed_seconds": round(embed_seconds, 3)}
-  counts = np.unique(examples.speakers, return_counts=True)[1]
-  if not (counts >= 2).any():
-    raise ValueError("every speaker has a single utterance, so there is no same-speaker "
-                     "trial; score segments instead (--segment_seconds)")
   report.update(metrics.verification(embeddings, examples.speakers))
   report.update(metrics.one_shot_identification(embeddings, examples.speakers,
                                                 examples.utterance_ids))
@@ -160,6 +163,8 @@ def main(argv):
   logs.quiet_libraries()
   if not FLAGS.workdir or not FLAGS.data:
     raise app.UsageError("--workdir and --data are required")
+  if FLAGS.segment_seconds < 0:
+    raise app.UsageError(f"--segment_seconds must be >= 0, got {FLAGS.segment_seconds}")
   try:
     encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
     builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)

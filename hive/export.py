@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
-import jax
 from absl import app, flags
 
-from hive import checkpoint, logs, train
+from hive import checkpoint, logs
+from hive.encoder import Encoder
 
 
 def define_flags() -> None:
@@ -25,17 +25,9 @@ def define_flags() -> None:
 
 
 def export_workdir(workdir, out, step: int | None = None):
-  config = checkpoint.load_config(workdir)
-  speakers = checkpoint.load_speakers(workdir)["train"]
-  manager = checkpoint.make_manager(workdir)
-  step = manager.latest_step() if step is None else step
-  if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f"no checkpoint{'' if step is None else f' of step {step}'} in "
-                            f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
-  abstract = jax.eval_shape(
-      lambda: train.create_train_state(config, len(speakers), jax.random.PRNGKey(0)))
-  params = checkpoint.restore_model_params(manager, step, abstract.params["model"])
-  return checkpoint.export(workdir, out, step, params)
+  """Exports checkpoint `step` (default: the latest) of `workdir` into the empty `out`."""
+  encoder = Encoder.from_workdir(workdir, step)  # Reads only the model parameters.
+  return checkpoint.export(workdir, out, encoder.step, encoder.params)
 
 
 def main(argv) -> int:

@@ -132,6 +132,13 @@ def test_cli_writes_report_and_plots(tiny, tmp_path):
   assert saved["plots"] == [str(plots / "det.png"), str(plots / "embeddings.png")]
 
 
+def test_consecutive_segments_by_hand():
+  pieces = builder_lib.consecutive_segments(np.arange(10), 3)  # The tail of 1 joins the last.
+  assert [p.tolist() for p in pieces] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+  assert [len(p) for p in builder_lib.consecutive_segments(np.arange(5), 3)] == [5]
+  assert [len(p) for p in builder_lib.consecutive_segments(np.arange(6), 3)] == [3, 3]
+
+
 def test_cut_segments_by_hand():
   mels = [np.arange(100 * 2, dtype=np.float32).reshape(100, 2), np.zeros((20, 2), np.float32)]
   ex = builder_lib.Examples(["a", "b"], ["s1", "s2"], np.array([0, 1], np.int32),

@@ -39,8 +39,13 @@ def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
 
 def test_export_refuses_a_non_empty_target_and_a_missing_step(tiny, tmp_path):
   export.export_workdir(tiny["workdir"], tmp_path / "a")
-  with pytest.raises(FileExistsError, match="exists"):
+  with pytest.raises(FileExistsError, match="not empty"):
     export.export_workdir(tiny["workdir"], tmp_path / "a")
+  (tmp_path / "c").mkdir()
+  (tmp_path / "c" / "notes.txt").write_text("someone's file")
+  with pytest.raises(FileExistsError, match="not empty"):  # Nothing of theirs is overwritten.
+    export.export_workdir(tiny["workdir"], tmp_path / "c")
+  assert [f.name for f in (tmp_path / "c").iterdir()] == ["notes.txt"]
   with pytest.raises(FileNotFoundError, match="step 999"):
     export.export_workdir(tiny["workdir"], tmp_path / "b", step=999)
 
@@ -54,4 +59,4 @@ def test_cli(tiny, tmp_path):
   assert "exported" in done.stdout and (tmp_path / "x" / "config.json").is_file()
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 2
-  assert again.stderr.strip().splitlines()[-1].startswith("error:") and "exists" in again.stderr
+  assert again.stderr.strip().splitlines()[-1].startswith("error:") and "not empty" in again.stderr

@@ -169,6 +169,14 @@ def _summarise(builder: SpeechCorpus) -> PrepareReport:
       notices=[dataclasses.asdict(n) for n in corpus.notices])
 
 
+def consecutive_segments(a: np.ndarray, size: int) -> list[np.ndarray]:
+  """`a` cut along axis 0 into consecutive pieces of `size`; a shorter tail joins the
+  piece before it (nothing is dropped), and an `a` shorter than `size` stays whole."""
+  if size < 1:
+    raise ValueError(f"segment length must be at least one frame or sample, got {size}")
+  return np.split(a, list(range(size, len(a) - size + 1, size)))
+
+
 @dataclasses.dataclass
 class Examples:
   """A prepared dataset in memory, sorted by utterance id."""
@@ -195,13 +203,10 @@ class Examples:
     no same-speaker trial. A tail shorter than `frames` joins the segment before
     it (so no audio is dropped); an utterance shorter than `frames` stays whole.
     """
-    if frames < 1:
-      raise ValueError(f"segment length must be at least one frame, got {frames}")
     ids, speakers, genders, lengths, features = [], [], [], [], []
     for uid, speaker, gender, mel in zip(self.utterance_ids, self.speakers, self.genders,
                                          self.features):
-      bounds = list(range(0, len(mel) - frames + 1, frames))[1:] if len(mel) >= frames else []
-      for k, piece in enumerate(np.split(mel, bounds)):
+      for k, piece in enumerate(consecutive_segments(mel, frames)):
         ids.append(f"{uid}#{k}")
         speakers.append(speaker)
         genders.append(gender)
