@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.n_speakers = 16  # N: speakers per batch.
   c.data.n_utterances = 8  # M: utterances per speaker.
   c.data.crop_frames = 160  # 1.6 s crops.
+  # Speaker augmentation: each training speaker also appears sped up / slowed down by
+  # these factors, as a new speaker (e.g. (0.9, 1.1) triples the speakers). Dev untouched.
+  c.data.speed_factors = ()
   c.data.dev_segments_per_speaker = 8
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_speakers=100, utterances_per_speaker=6, seed=0))

@@ -7,7 +7,7 @@ Each positional PATH is an audio file or a directory (every .flac/.wav under
 it, sorted); --list names a text file with one path per line (blank lines and
 lines starting with '#' are ignored). A path named twice is embedded once.
 Files are decoded in threads and embedded together in large batches
-(`Encoder.embed_features`), with the Encoder's windowing (see hive/encoder.py).
+(`Encoder.embed_features`; whole utterances or windows, see hive/encoder.py).
 
 The output, readable with `np.load(path, allow_pickle=False)`:
   embeddings          float32 [K, D], unit norm

@@ -4,12 +4,18 @@
     a, b = enc.embed("a.flac"), enc.embed("b.flac")
     enc.similarity(a, b)                               # cosine, in [-1, 1]
 
-An utterance is cut into windows of the training crop length with 50 %
-overlap (the last window is aligned to the end so no audio is left out); all
-windows of all utterances are embedded together in jitted batches of a few
-fixed sizes, and each utterance's window embeddings are averaged and
-renormalised (the GE2E d-vector recipe). An utterance shorter than one window
-is repeated end-to-end to fill it, the same rule as the training crops.
+Two ways to embed an utterance, chosen by the encoder:
+  * "utterance" (encoders that take a frame mask, the TDNN): the whole
+    utterance in one pass. Utterances are padded to a few bucketed lengths and
+    embedded together; the mask makes padding invisible, so the result is the
+    same as embedding each alone. Utterances over MAX_FRAMES are cut into
+    consecutive pieces whose embeddings are averaged.
+  * "windows" (the LSTM, the ResCNN): windows of the training crop length with
+    50 % overlap (the last aligned to the end), all embedded together in jitted
+    batches, each utterance's window embeddings averaged and renormalised (the
+    GE2E d-vector recipe).
+Either way an utterance shorter than the training crop is repeated end-to-end
+to fill it, the same rule as the training crops.
 """
 
 from __future__ import annotations
@@ -23,11 +29,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from hive import checkpoint, features as features_lib, train
-from hive.data import audio
+from hive.data import audio, builder
 from hive.models import SpeakerModel, create_model
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "hive-mtl"
 BUCKETS = (16, 64, 256)  # Window-batch sizes: one compilation each, whatever the input.
+# Whole-utterance mode: batch rows, padded lengths 128 * 2**(k/4) frames (at most
+# 19 % padding), a frame budget per batch, and the longest piece embedded at once.
+ROWS = (1, 8, 64)
+FRAMES_PER_BATCH = 32768
+MAX_FRAMES = 3000  # 30 s.
+
+
+def padded_length(num_frames: int) -> int:
+  """The bucketed length a piece of `num_frames` frames is padded to: the first of
+  128 * 2**(k/4) frames, rounded up to a multiple of 8, that holds it."""
+  k = 0
+  while (length := int(np.ceil(128 * 2 ** (k / 4) / 8)) * 8) < num_frames:
+    k += 1
+  return length
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> np.ndarray:
@@ -65,8 +85,11 @@ class Encoder:
     self.feature_config = features_lib.FeatureConfig(n_mels=config.data.n_mels,
                                                      trim_silence=config.data.trim_silence)
     self.model = create_model(config.model, params["speaker"]["kernel"].shape[-1])
+    self.mode = "utterance" if getattr(self.model.encoder, "supports_mask", False) else "windows"
     self._embed = jax.jit(lambda p, x: self.model.apply({"params": p}, x,
                                                         method=SpeakerModel.embed))
+    self._embed_padded = jax.jit(lambda p, x, n: self.model.apply(
+        {"params": p}, x, n, method=SpeakerModel.embed))
     self._gender = jax.jit(lambda p, e: self.model.apply(
         {"params": p}, e, method=lambda m, e: m.gender(e)[:, 0]))
 
@@ -122,16 +145,53 @@ class Encoder:
       i += size
     return np.concatenate(out)
 
+  def _embed_pieces(self, pieces: list[np.ndarray]) -> np.ndarray:
+    """Pieces of any length -> [K, D], in padded batches of bucketed shapes."""
+    n_mels = pieces[0].shape[1]
+    out = np.zeros((len(pieces), self.config.model.embed_dim), np.float32)
+    by_length = {}
+    for i, piece in enumerate(pieces):
+      by_length.setdefault(padded_length(len(piece)), []).append(i)
+    for length, members in sorted(by_length.items()):
+      allowed = [r for r in ROWS if r * length <= FRAMES_PER_BATCH] or [1]
+      i = 0
+      while i < len(members):
+        left = len(members) - i
+        rows = next((r for r in allowed if r >= left), allowed[-1])
+        chunk = members[i:i + rows]
+        batch = np.zeros((rows, length, n_mels), np.float32)
+        lengths = np.ones(rows, np.int32)  # Padding rows: one zero frame, discarded.
+        for row, j in enumerate(chunk):
+          batch[row, :len(pieces[j])] = pieces[j]
+          lengths[row] = len(pieces[j])
+        embedded = self._embed_padded(self.params, jnp.asarray(batch), jnp.asarray(lengths))
+        out[chunk] = np.asarray(embedded)[:len(chunk)]
+        i += rows
+    return out
+
+  def _cut(self, mel: np.ndarray) -> np.ndarray | list[np.ndarray]:
+    """One utterance as the pieces its mode embeds (windows or whole pieces)."""
+    if len(mel) == 0:
+      raise ValueError("cannot embed an utterance with no frames")
+    if self.mode == "windows":
+      return cut_windows(mel, self.window, self.hop)
+    if len(mel) < self.window:
+      mel = np.resize(mel, (self.window, mel.shape[1]))  # Repeats rows cyclically.
+    return builder.consecutive_segments(mel, MAX_FRAMES)
+
   def embed_features(self, mels) -> np.ndarray:
     """Many log-mels [frames, F] -> L2-normalised embeddings [K, D], batched together."""
     mels = list(mels)
     if not mels:
       return np.zeros((0, self.config.model.embed_dim), np.float32)
-    windows = [cut_windows(np.asarray(m, np.float32), self.window, self.hop) for m in mels]
-    owner = np.repeat(np.arange(len(mels)), [len(w) for w in windows])
-    window_embeddings = self._embed_windows(np.concatenate(windows))
-    sums = np.zeros((len(mels), window_embeddings.shape[1]), np.float64)
-    np.add.at(sums, owner, window_embeddings)
+    pieces = [self._cut(np.asarray(m, np.float32)) for m in mels]
+    owner = np.repeat(np.arange(len(mels)), [len(p) for p in pieces])
+    if self.mode == "windows":
+      piece_embeddings = self._embed_windows(np.concatenate(pieces))
+    else:
+      piece_embeddings = self._embed_pieces([p for ps in pieces for p in ps])
+    sums = np.zeros((len(mels), piece_embeddings.shape[1]), np.float64)
+    np.add.at(sums, owner, piece_embeddings)
     return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
 
   def embed(self, wave_or_path) -> np.ndarray:
@@ -146,10 +206,21 @@ class Encoder:
       mels = list(pool.map(self.features_of, items))
     return self.embed_features(mels)
 
-  def warm_up(self) -> "Encoder":
-    """Compiles every batch size now rather than on first use (servers, benchmarks)."""
-    for size in BUCKETS:
-      self._embed_windows(np.zeros((size, self.window, self.feature_config.n_mels), np.float32))
+  def warm_up(self, max_seconds: float = 10.0) -> "Encoder":
+    """Compiles the batch shapes for inputs up to `max_seconds` now rather than on
+    first use (servers, benchmarks)."""
+    n_mels = self.feature_config.n_mels
+    if self.mode == "windows":
+      for size in BUCKETS:
+        self._embed_windows(np.zeros((size, self.window, n_mels), np.float32))
+      return self
+    top = padded_length(min(int(max_seconds * 100), MAX_FRAMES))
+    length = padded_length(self.window)
+    while length <= top:
+      for rows in ROWS:
+        if rows * length <= FRAMES_PER_BATCH:
+          self._embed_pieces([np.zeros((length, n_mels), np.float32)] * rows)
+      length = padded_length(length + 1)
     return self
 
   def gender_probability(self, embeddings) -> np.ndarray:

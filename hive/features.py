@@ -69,6 +69,49 @@ def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nda
   return np.log(mel + LOG_FLOOR).T.astype(np.float32)
 
 
+def mel_centre_frequencies(config: FeatureConfig) -> np.ndarray:
+  """[n_mels] centre frequency (Hz) of each band of `mel_filterbank`."""
+  fmax = config.sample_rate / 2 if config.fmax is None else config.fmax
+  return librosa.mel_frequencies(config.n_mels + 2, fmin=config.fmin, fmax=fmax)[1:-1]
+
+
+def speed_perturb(mel: np.ndarray, factor: float,
+                  config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+  """Log-mel of the same audio played `factor` times faster, from its log-mel alone.
+
+  Playing a wave faster by `factor` (resampling, as Kaldi's speed perturbation)
+  shortens it by 1/factor and moves every frequency f to factor * f. Here both
+  happen on the features: frames are linearly interpolated at times factor * t,
+  and band m takes the original's value at frequency f_m / factor, interpolated
+  between neighbouring band centres (bands past the original's range repeat the
+  edge band). Used to make new training "speakers" (higher or lower voices)
+  without decoding the audio again.
+  """
+  if factor <= 0:
+    raise ValueError(f"speed factor must be positive, got {factor}")
+  mel = np.asarray(mel, np.float32)
+  centres = mel_centre_frequencies(config)
+  if mel.ndim != 2 or mel.shape[1] != len(centres):
+    raise ValueError(f"expected log-mel [frames, {len(centres)}], got {mel.shape}")
+  # Frequency: fractional band index of f_m / factor in the original.
+  bands = np.arange(len(centres), dtype=np.float64)
+  source = np.interp(centres / factor, centres, bands)
+  warp = np.zeros((len(centres), len(centres)), np.float32)
+  low = np.floor(source).astype(int)
+  high = np.minimum(low + 1, len(centres) - 1)
+  frac = (source - low).astype(np.float32)
+  warp[bands.astype(int), low] += 1 - frac
+  warp[bands.astype(int), high] += frac
+  warped = mel @ warp.T
+  # Time: output frame j sits at original frame factor * j.
+  out_frames = max(1, int(round(len(mel) / factor)))
+  positions = np.minimum(np.arange(out_frames) * factor, len(mel) - 1)
+  t0 = np.floor(positions).astype(int)
+  t1 = np.minimum(t0 + 1, len(mel) - 1)
+  w = (positions - t0).astype(np.float32)[:, None]
+  return ((1 - w) * warped[t0] + w * warped[t1]).astype(np.float32)
+
+
 def num_frames(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:
   """Frames `log_mel` yields for a wave of `num_samples` (librosa centres frames)."""
   return 1 + num_samples // config.hop_length

@@ -89,7 +89,11 @@ def load_inputs(data_config) -> Inputs:
   dev_speakers = list(data_config.dev_speakers) if data_config.get("dev_speakers") else None
   train_speakers, dev_speakers = pipeline.split_speakers(
       examples.speakers, data_config.dev_fraction, data_config.split_seed, dev_speakers)
-  train = pipeline.FramePool.from_examples(examples.select_speakers(train_speakers))
+  train_examples = examples.select_speakers(train_speakers)
+  if data_config.get("speed_factors"):
+    train_examples = builder_lib.with_speed_perturbed_speakers(
+        train_examples, data_config.speed_factors, feature_config(data_config))
+  train = pipeline.FramePool.from_examples(train_examples)
   dev = (pipeline.FramePool.from_examples(examples.select_speakers(dev_speakers))
          if dev_speakers else None)
   logging.info("Data: %d train speakers (%d utterances), %d dev speakers", train.num_speakers,

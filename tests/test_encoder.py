@@ -2,10 +2,11 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from hive import embed, encoder as encoder_lib
+from hive import config as config_lib, embed, encoder as encoder_lib, train
 from hive.data import audio
 from hive.encoder import Encoder, cut_windows, window_starts
 from hive.models import SpeakerModel
@@ -90,6 +91,85 @@ def test_similarity_by_hand():
   assert Encoder.similarity([2.0, 0.0], [-3.0, 0.0]) == pytest.approx(-1.0)  # Scale-free.
   rows = Encoder.similarity(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [0.0, 5.0]]))
   np.testing.assert_allclose(rows, [0.0, 1.0])
+
+
+# --- whole-utterance mode (encoders that take a frame mask) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tdnn_enc():
+  c = config_lib.base_config()
+  c.model.encoder, c.model.embed_dim, c.model.tdnn.channels = "tdnn", 16, 16
+  c.data.crop_frames = 40
+  params = train.create_train_state(c, 5, jax.random.PRNGKey(0)).params["model"]
+  return Encoder(c, params)
+
+
+def direct_embed(enc, mel):
+  return np.asarray(enc.model.apply({"params": enc.params}, mel[None],
+                                    method=SpeakerModel.embed))[0]
+
+
+def test_modes_follow_the_encoder(enc, tdnn_enc):
+  assert enc.mode == "windows" and tdnn_enc.mode == "utterance"  # LSTM vs TDNN.
+
+
+@pytest.mark.parametrize("frames, padded", [(1, 128), (128, 128), (129, 160), (160, 160),
+                                            (161, 184), (256, 256), (257, 312)])
+def test_padded_length_by_hand(frames, padded):
+  assert encoder_lib.padded_length(frames) == padded
+
+
+def test_padded_length_wastes_at_most_a_fifth():
+  for n in range(128, 5000, 7):
+    assert n <= encoder_lib.padded_length(n) <= 1.19 * n + 8
+
+
+def test_padding_is_invisible_to_the_masked_model(tdnn_enc):
+  # Garbage (not zeros) after each utterance's end: only the mask can hide it.
+  rng = np.random.default_rng(1)
+  lengths = [45, 130, 200]
+  batch = rng.normal(size=(3, 200, 40)).astype(np.float32) * 5
+  padded = np.asarray(tdnn_enc.model.apply({"params": tdnn_enc.params}, batch,
+                                           np.array(lengths), method=SpeakerModel.embed))
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(padded[row], direct_embed(tdnn_enc, batch[row, :n]), atol=1e-5)
+
+
+def test_whole_utterances_equal_the_model_on_each_alone(tdnn_enc):
+  mels = random_mels([57, 700, 130, 300, 131])
+  together = tdnn_enc.embed_features(mels)
+  for mel, got in zip(mels, together):
+    np.testing.assert_allclose(got, direct_embed(tdnn_enc, mel), atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_short_utterance_wraps_to_the_crop_length(tdnn_enc):
+  (mel,) = random_mels([15])
+  np.testing.assert_allclose(tdnn_enc.embed_features([mel])[0],
+                             direct_embed(tdnn_enc, mel[np.arange(40) % 15]), atol=1e-5)
+
+
+def test_long_utterance_is_the_mean_of_its_pieces(tdnn_enc, monkeypatch):
+  monkeypatch.setattr(encoder_lib, "MAX_FRAMES", 100)
+  (mel,) = random_mels([250])  # Pieces [0, 100) and [100, 250): the tail joins the last.
+  pieces = direct_embed(tdnn_enc, mel[:100]) + direct_embed(tdnn_enc, mel[100:])
+  np.testing.assert_allclose(tdnn_enc.embed_features([mel])[0],
+                             pieces / np.linalg.norm(pieces), atol=1e-5)
+
+
+def test_many_utterances_fill_several_batches(tdnn_enc, monkeypatch):
+  monkeypatch.setattr(encoder_lib, "FRAMES_PER_BATCH", 8 * 160)  # At most 8 rows of 160.
+  mels = random_mels([150] * 17 + [60, 400])
+  together = tdnn_enc.embed_features(mels)
+  alone = np.concatenate([tdnn_enc.embed_features([m]) for m in mels])
+  np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_models_without_masks_refuse_padded_batches(enc):
+  with pytest.raises(ValueError, match="cannot embed padded batches"):
+    enc.model.apply({"params": enc.params}, np.zeros((1, 40, 40), np.float32), np.array([20]),
+                    method=SpeakerModel.embed)
 
 
 # --- errors --------------------------------------------------------------------------

@@ -162,3 +162,59 @@ def test_feature_config_from_dict_ignores_unknown_keys():
   config = features.FeatureConfig.from_dict({"n_mels": 64, "not_a_field": 1})
   assert config == features.FeatureConfig(n_mels=64)
   assert (config.win_length, config.hop_length) == (400, 160)
+
+
+# --- speed perturbation on log-mels ----------------------------------------------------
+
+
+def voiced_wave(seconds=2.0, seed=0):
+  """Speech-like: a gliding 120-220 Hz harmonic series, syllable-rate loudness and noise."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * 16000)) / 16000
+  f0 = 170 + 50 * np.sin(2 * np.pi * 0.7 * t)
+  phase = 2 * np.pi * np.cumsum(f0) / 16000
+  wave = sum(np.sin(k * phase) / k for k in range(1, 30))
+  wave = wave * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.standard_normal(len(t))
+  return (0.1 * wave).astype(np.float32)
+
+
+def test_speed_perturb_by_one_is_the_identity():
+  mel = features.log_mel(voiced_wave())
+  np.testing.assert_allclose(features.speed_perturb(mel, 1.0), mel, atol=1e-6)
+
+
+def test_speed_perturb_moves_a_tone_and_rescales_time():
+  t = np.arange(32000) / 16000
+  mel = features.log_mel((0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32))
+  centres = features.mel_centre_frequencies(features.FeatureConfig())
+  faster = features.speed_perturb(mel, 1.2)
+  assert len(faster) == round(len(mel) / 1.2)
+  # The loudest band follows the tone from ~1000 Hz to ~1200 Hz.
+  peak = centres[np.argmax(faster[len(faster) // 2])]
+  assert abs(peak - 1200) < abs(peak - 1000) and abs(peak - 1200) < 60
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_approximates_resampling_the_audio(factor):
+  wave = voiced_wave()
+  mel = features.log_mel(wave)
+  # Playing `wave` as if it were recorded at factor * 16 kHz: faster and higher.
+  real = features.log_mel(librosa.resample(wave, orig_sr=int(16000 * factor), target_sr=16000))
+  approx = features.speed_perturb(mel, factor)
+  assert abs(len(approx) - len(real)) <= 1
+  n = min(len(real), len(approx), len(mel))
+
+  def centred(x):
+    x = x[:n, :38]  # The top bands differ by construction (content past Nyquist).
+    return (x - x.mean(0)).ravel()
+
+  assert np.corrcoef(centred(real), centred(approx))[0, 1] > 0.9
+  assert (np.abs(centred(real) - centred(approx)).mean()
+          < 0.5 * np.abs(centred(real) - centred(mel)).mean())
+
+
+def test_speed_perturb_rejects_bad_input():
+  with pytest.raises(ValueError, match="positive"):
+    features.speed_perturb(np.zeros((10, 40), np.float32), 0.0)
+  with pytest.raises(ValueError, match=r"\[frames, 40\]"):
+    features.speed_perturb(np.zeros((10, 30), np.float32), 1.1)

@@ -7,6 +7,7 @@ each cropped row can be decoded back to where it came from.
 import numpy as np
 import pytest
 
+from hive import features
 from hive.data import builder, pipeline
 
 CROP = 50
@@ -260,3 +261,26 @@ def test_fixed_segments_few_windows_available():
   x = segments["features"][0]
   np.testing.assert_array_equal(x[:, 2], np.arange(CROP) % SHORT)
   assert [int(r[0, 2]) for r in segments["features"][1:]] == [0, CROP]
+
+
+# --- Speaker augmentation by speed perturbation --------------------------------------
+
+
+def test_speed_perturbed_speakers_are_new_speakers_with_rescaled_utterances():
+  rng = np.random.default_rng(0)
+  lengths = [100, 161, 40]
+  examples = builder.Examples(
+      ["a-1", "a-2", "b-1"], ["a", "a", "b"], np.array([1, 1, 0], np.int32),
+      np.array(lengths, np.int32), [rng.normal(size=(n, 40)).astype(np.float32) for n in lengths])
+  out = builder.with_speed_perturbed_speakers(examples, (0.9, 1.0, 1.1), features.FeatureConfig())
+  # Factor 1.0 is the original itself, so it adds nothing.
+  assert out.speakers == ["a", "a", "b", "a~sp0.9", "a~sp0.9", "b~sp0.9",
+                          "a~sp1.1", "a~sp1.1", "b~sp1.1"]
+  assert out.utterance_ids[3] == "a-1~sp0.9" and out.utterance_ids[-1] == "b-1~sp1.1"
+  assert out.genders.tolist() == [1, 1, 0] * 3
+  assert out.num_frames.tolist() == lengths + [round(n / 0.9) for n in lengths] + [
+      round(n / 1.1) for n in lengths]
+  assert [len(f) for f in out.features] == out.num_frames.tolist()
+  for original, kept in zip(examples.features, out.features[:3]):
+    np.testing.assert_array_equal(original, kept)
+  np.testing.assert_allclose(out.features[6], features.speed_perturb(examples.features[0], 1.1))

@@ -43,6 +43,18 @@ def tiny_config(corpus, data_dir, steps=6):
   return c
 
 
+def test_speed_factors_add_train_speakers_and_leave_dev_alone(tiny_corpus, tmp_path):
+  config = tiny_config(tiny_corpus, tmp_path)
+  plain = input_pipeline.load_inputs(config.data)
+  config.data.speed_factors = (0.9, 1.1)
+  augmented = input_pipeline.load_inputs(config.data)
+  assert augmented.dev_speakers == plain.dev_speakers
+  np.testing.assert_array_equal(augmented.dev.frames, plain.dev.frames)
+  assert augmented.train.speakers == sorted(
+      s + tag for s in plain.train.speakers for tag in ("", "~sp0.9", "~sp1.1"))
+  assert len(augmented.train.utterance_ids) == 3 * len(plain.train.utterance_ids)
+
+
 def params_of(workdir, config):
   inputs = input_pipeline.load_inputs(config.data)
   target = train._init_state(config, inputs.train.num_speakers, parallel.make_mesh())

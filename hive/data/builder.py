@@ -216,6 +216,28 @@ class Examples:
                     features)
 
 
+def with_speed_perturbed_speakers(examples: Examples, factors, feature_config) -> Examples:
+  """`examples` plus, per factor, a sped-up/slowed-down copy of every utterance as a new speaker.
+
+  Kaldi-style speaker augmentation: a voice played 10 % faster sounds like a
+  different (higher) voice, so each copy gets its own speaker "<speaker>~sp<factor>"
+  (and utterance "<id>~sp<factor>"); gender is kept. Apply to training speakers
+  only: a dev speaker's copies would be new speakers leaking into nothing useful.
+  """
+  factors = [float(f) for f in factors if float(f) != 1.0]
+  ids, speakers = list(examples.utterance_ids), list(examples.speakers)
+  genders, lengths, features = [examples.genders], [examples.num_frames], list(examples.features)
+  for factor in factors:
+    tag = f"~sp{factor:g}"
+    warped = [features_lib.speed_perturb(m, factor, feature_config) for m in examples.features]
+    ids += [u + tag for u in examples.utterance_ids]
+    speakers += [s + tag for s in examples.speakers]
+    genders.append(examples.genders)
+    lengths.append(np.array([len(m) for m in warped], np.int32))
+    features += warped
+  return Examples(ids, speakers, np.concatenate(genders), np.concatenate(lengths), features)
+
+
 def load_examples(builder: SpeechCorpus) -> Examples:
   rows = sorted(tfds.as_numpy(builder.as_dataset(split="corpus")),
                 key=lambda r: r["utterance_id"])
