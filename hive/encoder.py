@@ -34,9 +34,10 @@ from hive.models import SpeakerModel, create_model
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "hive-mtl"
 BUCKETS = (16, 64, 256)  # Window-batch sizes: one compilation each, whatever the input.
-# Whole-utterance mode: batch rows, padded lengths 128 * 2**(k/4) frames (at most
-# 19 % padding), a frame budget per batch, and the longest piece embedded at once.
-ROWS = (1, 8, 64)
+# Whole-utterance mode: batch sizes (each batch is full; a group of 11 runs as 8 + 2 + 1),
+# padded lengths 128 * 2**(k/4) frames (at most 19 % padding), a frame budget per
+# batch, and the longest piece embedded at once.
+ROWS = (1, 2, 4, 8, 16, 32, 64)
 FRAMES_PER_BATCH = 32768
 MAX_FRAMES = 3000  # 30 s.
 
@@ -156,11 +157,11 @@ class Encoder:
       allowed = [r for r in ROWS if r * length <= FRAMES_PER_BATCH] or [1]
       i = 0
       while i < len(members):
-        left = len(members) - i
-        rows = next((r for r in allowed if r >= left), allowed[-1])
+        # The largest batch that is full: no compute is spent on padding rows.
+        rows = max(r for r in allowed if r <= len(members) - i)
         chunk = members[i:i + rows]
         batch = np.zeros((rows, length, n_mels), np.float32)
-        lengths = np.ones(rows, np.int32)  # Padding rows: one zero frame, discarded.
+        lengths = np.zeros(rows, np.int32)
         for row, j in enumerate(chunk):
           batch[row, :len(pieces[j])] = pieces[j]
           lengths[row] = len(pieces[j])
@@ -207,8 +208,8 @@ class Encoder:
     return self.embed_features(mels)
 
   def warm_up(self, max_seconds: float = 10.0) -> "Encoder":
-    """Compiles the batch shapes for inputs up to `max_seconds` now rather than on
-    first use (servers, benchmarks)."""
+    """Compiles now, rather than on first use, what embedding one input at a time up to
+    `max_seconds` needs (servers); batches of other sizes compile when first met."""
     n_mels = self.feature_config.n_mels
     if self.mode == "windows":
       for size in BUCKETS:
@@ -217,9 +218,7 @@ class Encoder:
     top = padded_length(min(int(max_seconds * 100), MAX_FRAMES))
     length = padded_length(self.window)
     while length <= top:
-      for rows in ROWS:
-        if rows * length <= FRAMES_PER_BATCH:
-          self._embed_pieces([np.zeros((length, n_mels), np.float32)] * rows)
+      self._embed_pieces([np.zeros((length, n_mels), np.float32)])
       length = padded_length(length + 1)
     return self
 

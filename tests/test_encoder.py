@@ -244,3 +244,7 @@ def test_embed_with_nothing_usable_writes_nothing(enc, tmp_path):
   assert not out.exists()
   with pytest.raises(embed.EmbedError, match="no audio files"):
     embed.run(None, out, [], encoder=enc)
+
+
+def test_warm_up_returns_the_encoder_in_both_modes(enc, tdnn_enc):
+  assert tdnn_enc.warm_up(max_seconds=2) is tdnn_enc and enc.warm_up() is enc
