@@ -161,12 +161,11 @@ class Encoder:
         rows = max(r for r in allowed if r <= len(members) - i)
         chunk = members[i:i + rows]
         batch = np.zeros((rows, length, n_mels), np.float32)
-        lengths = np.zeros(rows, np.int32)
+        lengths = np.array([len(pieces[j]) for j in chunk], np.int32)
         for row, j in enumerate(chunk):
-          batch[row, :len(pieces[j])] = pieces[j]
-          lengths[row] = len(pieces[j])
-        embedded = self._embed_padded(self.params, jnp.asarray(batch), jnp.asarray(lengths))
-        out[chunk] = np.asarray(embedded)[:len(chunk)]
+          batch[row, :lengths[row]] = pieces[j]
+        out[chunk] = np.asarray(self._embed_padded(self.params, jnp.asarray(batch),
+                                                   jnp.asarray(lengths)))
         i += rows
     return out
 

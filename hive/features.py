@@ -69,6 +69,7 @@ def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nda
   return np.log(mel + LOG_FLOOR).T.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def mel_centre_frequencies(config: FeatureConfig) -> np.ndarray:
   """[n_mels] centre frequency (Hz) of each band of `mel_filterbank`."""
   fmax = config.sample_rate / 2 if config.fmax is None else config.fmax

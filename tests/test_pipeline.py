@@ -284,3 +284,14 @@ def test_speed_perturbed_speakers_are_new_speakers_with_rescaled_utterances():
   for original, kept in zip(examples.features, out.features[:3]):
     np.testing.assert_array_equal(original, kept)
   np.testing.assert_allclose(out.features[6], features.speed_perturb(examples.features[0], 1.1))
+
+
+def test_speed_factors_bad_or_repeated():
+  examples = builder.Examples(["a-1"], ["a"], np.array([0], np.int32), np.array([50], np.int32),
+                              [np.zeros((50, 40), np.float32)])
+  config = features.FeatureConfig()
+  for bad, message in (((0.9, -1.0), "must be positive"), (("fast",), "must be numbers")):
+    with pytest.raises(ValueError, match=f"data.speed_factors {message}"):
+      builder.with_speed_perturbed_speakers(examples, bad, config)
+  out = builder.with_speed_perturbed_speakers(examples, (1.1, 1.1), config)
+  assert out.speakers == ["a", "a~sp1.1"]

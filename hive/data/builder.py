@@ -224,7 +224,13 @@ def with_speed_perturbed_speakers(examples: Examples, factors, feature_config) -
   (and utterance "<id>~sp<factor>"); gender is kept. Apply to training speakers
   only: a dev speaker's copies would be new speakers leaking into nothing useful.
   """
-  factors = [float(f) for f in factors if float(f) != 1.0]
+  try:
+    factors = list(dict.fromkeys(float(f) for f in factors))  # A repeated factor counts once.
+  except (TypeError, ValueError):
+    raise ValueError(f"data.speed_factors must be numbers, got {factors!r}") from None
+  if any(f <= 0 for f in factors):
+    raise ValueError(f"data.speed_factors must be positive, got {factors}")
+  factors = [f for f in factors if f != 1.0]  # 1.0 is the original itself.
   ids, speakers = list(examples.utterance_ids), list(examples.speakers)
   genders, lengths, features = [examples.genders], [examples.num_frames], list(examples.features)
   for factor in factors:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from hive.models.lstm import LSTMEmbedder
 from hive.models.rescnn import ResCNNEmbedder
-from hive.models.tdnn import TDNNEmbedder
+from hive.models.tdnn import TDNNEmbedder, apply_mask, masked_mean
 
 ENCODERS = {"lstm": LSTMEmbedder, "rescnn": ResCNNEmbedder, "tdnn": TDNNEmbedder}
 
@@ -49,20 +49,17 @@ class SpeakerModel(nn.Module):
   def embed(self, features, lengths=None):
     """[B, T, F] -> [B, D]. `lengths` [B]: only the first lengths[b] frames of row b
     are real (the rest padding); needs an encoder with `supports_mask`."""
-    if lengths is None:
-      if self.input_norm:
-        # Removes the channel (microphone, room) offset; identity lives in the shape.
-        features = features - jnp.mean(features, axis=1, keepdims=True)
-      return l2_normalise(self.encoder(features).astype(jnp.float32))
-    if not getattr(self.encoder, "supports_mask", False):
-      raise ValueError(f"{type(self.encoder).__name__} cannot embed padded batches")
-    mask = (jnp.arange(features.shape[1])[None, :] < lengths[:, None])[..., None]
-    mask = mask.astype(jnp.float32)
+    mask = None
+    if lengths is not None:
+      if not getattr(self.encoder, "supports_mask", False):
+        raise ValueError(f"{type(self.encoder).__name__} cannot embed padded batches")
+      mask = (jnp.arange(features.shape[1])[None, :] < lengths[:, None])[..., None]
+      mask = mask.astype(jnp.float32)
     if self.input_norm:
-      mean = jnp.sum(features * mask, axis=1, keepdims=True) / jnp.maximum(
-          jnp.sum(mask, axis=1, keepdims=True), 1)
-      features = (features - mean) * mask
-    return l2_normalise(self.encoder(features, mask).astype(jnp.float32))
+      # Removes the channel (microphone, room) offset; identity lives in the shape.
+      features = apply_mask(features - masked_mean(features, mask), mask)
+    encoded = self.encoder(features) if mask is None else self.encoder(features, mask)
+    return l2_normalise(encoded.astype(jnp.float32))
 
   def __call__(self, features):
     embedding = self.embed(features)
