@@ -13,6 +13,13 @@ score consecutive 3-second segments of each file (the tail joins the last
 segment), cut from the same 16 kHz audio; same-speaker trials then come from
 one recording, an easier task, and the table says so. Updates the "Quality"
 section of RESULTS.md for ROOT; the last line is one JSON object.
+
+hive's embeddings are centred on its training speakers' mean embedding when the
+model has one (hive/centring.py: the shipped model does). So that the comparison
+is like for like, two more rows: hive without centring, and Resemblyzer centred
+the same way (its mean over the same training utterances: every utterance of the
+workdir's training speakers in the roots of its config; `--no_reference_centring`
+skips that, which saves embedding them).
 """
 
 from __future__ import annotations
@@ -98,33 +105,51 @@ def main(argv=None) -> int:
   ap.add_argument("--split", default="dev", choices=["dev", "all"])
   ap.add_argument("--segment_seconds", default="auto", type=segment_flag,
                   help="auto, 0 (whole utterances) or a segment length in seconds.")
+  ap.add_argument("--no_reference_centring", action="store_true",
+                  help="Skip the row of Resemblyzer centred on the training speakers.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
+  from hive import centring, checkpoint, input_pipeline
   from hive.data import builder
   from hive.encoder import Encoder
   import reference_torch
 
   utts = utterances_of(args.root, args.workdir, args.split)
-  encoder = Encoder.from_workdir(args.workdir)
+  encoder = Encoder.from_workdir(args.workdir, centring=False)  # Raw: centred below.
+  mean = centring.load(args.workdir, encoder.config.model.embed_dim, encoder.step)
   segment_seconds = segment_seconds_for(utts, args.segment_seconds)
   if segment_seconds > 0:
     waves, speakers, ids, gender_names = segments(utts, segment_seconds)
-    hive_embeddings = encoder.embed_features([encoder.features_of(w) for w in waves])
+    hive_embeddings, p_female = encoder.embed_features([encoder.features_of(w) for w in waves],
+                                                       with_gender=True)
     resemblyzer_embeddings = reference_torch.resemblyzer_embed_waves(waves)
   else:
     paths = [u.path for u in utts]
     speakers, ids, gender_names = [u.speaker for u in utts], [u.id for u in utts], [
         u.gender for u in utts]
-    hive_embeddings = encoder.embed_many(paths)
+    hive_embeddings, p_female = encoder.embed_many(paths, with_gender=True)
     resemblyzer_embeddings = reference_torch.resemblyzer_embed_files(paths)
-  rows = {"hive": scores(hive_embeddings, speakers, ids)}
+  rows = {}
+  if mean is not None:
+    rows["hive"] = scores(centring.centre(hive_embeddings, mean), speakers, ids)
+    rows["hive, not centred"] = scores(hive_embeddings, speakers, ids)
+  else:
+    rows["hive"] = scores(hive_embeddings, speakers, ids)
   genders = np.array([builder.GENDER_CODES[g] for g in gender_names])
   labelled = genders >= 0
-  rows["hive"]["gender_accuracy"] = (float(np.mean(
-      (encoder.gender_probability(hive_embeddings[labelled]) > 0.5) == (genders[labelled] == 1)))
-      if labelled.any() else None)
+  gender_accuracy = (float(np.mean((p_female[labelled] > 0.5) == (genders[labelled] == 1)))
+                     if labelled.any() else None)
+  for name in rows:  # The gender head reads the raw embedding either way.
+    rows[name]["gender_accuracy"] = gender_accuracy
   rows["Resemblyzer"] = scores(resemblyzer_embeddings, speakers, ids)
-  rows["Resemblyzer"]["gender_accuracy"] = None
+  if mean is not None and not args.no_reference_centring:
+    train_paths = [u.path for root in input_pipeline.corpus_roots(encoder.config.data)
+                   for u in utterances_of(root, args.workdir, "train")]
+    reference_mean = centring.fit_mean(reference_torch.resemblyzer_embed_files(train_paths))
+    rows["Resemblyzer, centred like hive"] = scores(
+        centring.centre(resemblyzer_embeddings, reference_mean), speakers, ids)
+  for name in rows:
+    rows[name].setdefault("gender_accuracy", None)
 
   name = pathlib.Path(args.root).resolve().name
   fmt = lambda v: "n/a" if v is None else f"{v:.2%}"
@@ -135,7 +160,10 @@ def main(argv=None) -> int:
               "trials mostly within one recording: easier than across sessions)"
               if segment_seconds > 0 else "") +
            f"; hive model `{pathlib.Path(args.workdir).name}` step {encoder.step}; "
-           f"{results.machine()['date']}.",
+           f"{results.machine()['date']}."
+           + (" Centred: the training speakers' mean embedding subtracted (hive/centring.py; "
+              "Resemblyzer's own mean over the same training utterances)."
+              if mean is not None else ""),
            "", "| model | EER | minDCF (0.01) | one-shot ID accuracy | gender accuracy |",
            "|---|---:|---:|---:|---:|"]
   for model, r in rows.items():

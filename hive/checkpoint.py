@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hive import centring
+
 CONFIG_FILE = "config.json"
 SPEAKERS_FILE = "speakers.json"
 COMMIT_MARKER = "commit_success.txt"  # orbax's, see orbax.checkpoint path atomicity.
@@ -64,7 +66,8 @@ def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_par
 
 
 def export(workdir, out, step: int, model_params) -> pathlib.Path:
-  """Writes an inference-only copy of a workdir: config, speakers, model parameters.
+  """Writes an inference-only copy of a workdir: config, speakers, model parameters
+  (and the training mean embedding, hive/centring.py, when it was fitted for `step`).
 
   No optimiser state, so it is a third of the training checkpoint's size; every
   command that takes `--workdir` loads it, but training cannot resume from it.
@@ -75,6 +78,8 @@ def export(workdir, out, step: int, model_params) -> pathlib.Path:
   out.mkdir(parents=True, exist_ok=True)
   for name in (CONFIG_FILE, SPEAKERS_FILE):
     shutil.copyfile(pathlib.Path(workdir) / name, out / name)
+  if centring.fitted_step(workdir) == step:  # A mean fitted for another step stays behind.
+    shutil.copyfile(pathlib.Path(workdir) / centring.MEAN_FILE, out / centring.MEAN_FILE)
   manager = make_manager(out, max_to_keep=1)
   manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
   manager.wait_until_finished()

@@ -10,12 +10,12 @@ Files are decoded in threads and embedded together in large batches
 (`Encoder.embed_features`; whole utterances or windows, see hive/encoder.py).
 
 The output, readable with `np.load(path, allow_pickle=False)`:
-  embeddings          float32 [K, D], unit norm
+  embeddings          float32 [K, D], unit norm (centred: see hive/centring.py)
   paths               unicode [K], the path of each row as given
   gender_probability  float32 [K], P(female) from the gender head
   skipped_paths       unicode [M], files that could not be used
   skipped_reasons     unicode [M], why
-  model               unicode scalar, JSON {"workdir", "step", "config_digest"}
+  model               unicode scalar, JSON {"workdir", "step", "config_digest", "centring"}
 Unusable files (missing, empty, not audio, silent) are reported on stderr with
 the reason and skipped; a summary "embedded N, skipped M" ends the run. If no
 file could be embedded, or the arguments are wrong, the run ends with a
@@ -113,11 +113,11 @@ def embed_paths(encoder, paths, chunk_files: int = 512, num_workers: int | None 
           kept.append(path)
           mels.append(mel)
       if mels:
-        parts.append(encoder.embed_features(mels))
+        parts.append(encoder.embed_features(mels, with_gender=True))
   dim = int(encoder.config.model.embed_dim)
-  embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-  gender = (encoder.gender_probability(embeddings) if len(embeddings)
-            else np.zeros(0, np.float32))
+  embeddings = (np.concatenate([e for e, _ in parts]) if parts
+                else np.zeros((0, dim), np.float32))
+  gender = np.concatenate([g for _, g in parts]) if parts else np.zeros(0, np.float32)
   return {"embeddings": embeddings.astype(np.float32),
           "paths": np.array(kept, dtype=np.str_),
           "gender_probability": np.asarray(gender, np.float32),

@@ -4,6 +4,11 @@
     a, b = enc.embed("a.flac"), enc.embed("b.flac")
     enc.similarity(a, b)                               # cosine, in [-1, 1]
 
+Embeddings are centred when the model has a training mean embedding
+(hive/centring.py: written at the end of training, shipped with exports): the
+mean is subtracted and the result renormalised, so cosine scores compare what
+tells speakers apart. The gender head reads the model's own (uncentred) output.
+
 Two ways to embed an utterance, chosen by the encoder:
   * "utterance" (encoders that take a frame mask, the TDNN): the whole
     utterance in one pass. Utterances are padded to a few bucketed lengths and
@@ -28,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hive import checkpoint, features as features_lib, train
+from hive import centring as centring_lib, checkpoint, features as features_lib, train
 from hive.data import audio, builder
 from hive.models import SpeakerModel, create_model
 
@@ -75,8 +80,10 @@ class Encoder:
   """A trained speaker model, ready to embed audio."""
 
   def __init__(self, config, params, step: int | None = None, source: str | None = None,
-               speakers=None):
+               speakers=None, embedding_mean=None):
     self.config = config
+    # None: embeddings are the model's output as is (see hive/centring.py).
+    self.embedding_mean = None if embedding_mean is None else np.asarray(embedding_mean)
     self.params = params
     self.step = step
     self.source = source
@@ -95,8 +102,9 @@ class Encoder:
         {"params": p}, e, method=lambda m, e: m.gender(e)[:, 0]))
 
   @classmethod
-  def from_workdir(cls, workdir, step: int | None = None) -> "Encoder":
-    """Loads the latest (or the given) orbax checkpoint of a training workdir."""
+  def from_workdir(cls, workdir, step: int | None = None, centring: bool = True) -> "Encoder":
+    """Loads the latest (or the given) orbax checkpoint of a training workdir, and its
+    training mean embedding if it has one (`centring=False` ignores it)."""
     workdir = pathlib.Path(workdir)
     config = checkpoint.load_config(workdir)
     speakers = checkpoint.load_speakers(workdir)["train"]
@@ -110,7 +118,8 @@ class Encoder:
       raise FileNotFoundError(f"no checkpoint of step {chosen} in "
                               f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
     params = checkpoint.restore_model_params(manager, chosen, abstract.params["model"])
-    return cls(config, params, chosen, str(workdir), speakers)
+    mean = centring_lib.load(workdir, config.model.embed_dim, chosen) if centring else None
+    return cls(config, params, chosen, str(workdir), speakers, mean)
 
   @classmethod
   def pretrained(cls) -> "Encoder":
@@ -179,9 +188,22 @@ class Encoder:
       mel = np.resize(mel, (self.window, mel.shape[1]))  # Repeats rows cyclically.
     return builder.consecutive_segments(mel, MAX_FRAMES)
 
-  def embed_features(self, mels) -> np.ndarray:
-    """Many log-mels [frames, F] -> L2-normalised embeddings [K, D], batched together."""
-    mels = list(mels)
+  def embed_features(self, mels, with_gender: bool = False):
+    """Many log-mels [frames, F] -> L2-normalised embeddings [K, D], batched together
+    (centred when the model has a training mean). `with_gender=True` returns
+    (embeddings, P(female) [K]) from the same pass."""
+    raw = self._model_embeddings(list(mels))
+    embeddings = raw if self.embedding_mean is None else centring_lib.centre(
+        raw, self.embedding_mean)
+    if not with_gender:
+      return embeddings
+    if not len(raw):
+      return embeddings, np.zeros(0, np.float32)
+    logits = self._gender(self.params, jnp.asarray(raw, jnp.float32))
+    return embeddings, np.asarray(jax.nn.sigmoid(logits))
+
+  def _model_embeddings(self, mels: list) -> np.ndarray:
+    """The model's own embeddings (before centring): what its heads read."""
     if not mels:
       return np.zeros((0, self.config.model.embed_dim), np.float32)
     pieces = [self._cut(np.asarray(m, np.float32)) for m in mels]
@@ -198,13 +220,14 @@ class Encoder:
     """One utterance (path or 16 kHz wave) -> embedding [D]."""
     return self.embed_features([self.features_of(wave_or_path)])[0]
 
-  def embed_many(self, waves_or_paths) -> np.ndarray:
-    """Many utterances -> [K, D]: decoded on all cores, embedded in large batches."""
+  def embed_many(self, waves_or_paths, with_gender: bool = False):
+    """Many utterances -> [K, D]: decoded on all cores, embedded in large batches
+    (`with_gender`: see embed_features)."""
     items = list(waves_or_paths)
     # Decoding and FFTs release the GIL, so threads use every core.
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
       mels = list(pool.map(self.features_of, items))
-    return self.embed_features(mels)
+    return self.embed_features(mels, with_gender)
 
   def warm_up(self, max_seconds: float = 10.0) -> "Encoder":
     """Compiles now, rather than on first use, what embedding one input at a time up to
@@ -220,11 +243,6 @@ class Encoder:
       self._embed_pieces([np.zeros((length, n_mels), np.float32)])
       length = padded_length(length + 1)
     return self
-
-  def gender_probability(self, embeddings) -> np.ndarray:
-    """P(female) from the gender head, for embeddings [K, D]."""
-    logits = self._gender(self.params, jnp.asarray(embeddings, jnp.float32))
-    return np.asarray(jax.nn.sigmoid(logits))
 
   @staticmethod
   def similarity(a, b) -> float | np.ndarray:

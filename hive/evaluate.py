@@ -85,7 +85,7 @@ def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: floa
     raise ValueError("every speaker has a single utterance, so there is no same-speaker "
                      "trial; score segments instead (--segment_seconds)")
   started = time.time()
-  embeddings = encoder.embed_features(examples.features)
+  embeddings, p_female = encoder.embed_features(examples.features, with_gender=True)
   embed_seconds = time.time() - started
   report = {"num_speakers": len(set(examples.speakers)),
             "num_utterances": len(examples.utterance_ids),
@@ -96,7 +96,7 @@ def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: floa
                                                 examples.utterance_ids))
   labelled = examples.genders >= 0
   if labelled.any():
-    female = encoder.gender_probability(embeddings[labelled]) > 0.5
+    female = p_female[labelled] > 0.5
     report["gender_accuracy"] = float(np.mean(female == (examples.genders[labelled] == 1)))
   else:
     report["gender_accuracy"] = None

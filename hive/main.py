@@ -2,7 +2,9 @@
 
 Any config field can be overridden, e.g. `--config.train.steps=200
 --config.data.root=PATH`. Re-running the same command resumes from the latest
-checkpoint in DIR. The run ends by printing one line of JSON.
+checkpoint in DIR. When training ends, the training speakers' mean embedding is
+fitted for the last checkpoint (hive/centring.py). The run ends by printing one
+line of JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from hive import logs, parallel, train  # noqa: E402
+from hive import centring, logs, parallel, train  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
@@ -35,7 +37,11 @@ def main(argv):
   logs.quiet_libraries()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  # Every process reads the data (its barriers need all), process 0 writes.
+  mean, step, count = centring.fit_workdir(_WORKDIR.value)
+  summary["centring_utterances"] = count
   if jax.process_index() == 0:
+    centring.save(_WORKDIR.value, mean, step)
     print(json.dumps(summary), flush=True)
 
 

@@ -34,13 +34,15 @@ equal-error-rate threshold).
 
 The speaker store is plain JSON (never pickle), written atomically:
     {"format": "hive-voiceid", "version": 1, "embedding_dim": D,
-     "model": {"workdir", "step", "config_digest"}, "threshold": T,
+     "model": {"workdir", "step", "config_digest", "centring"}, "threshold": T,
      "threshold_source": "default" | report path | "manual",
      "speakers": {name: {"embedding": [D floats, unit norm], "mean": [D floats],
                          "clips": n, "files": [...]}}}
 "mean" is the unnormalised mean of the clip embeddings, kept so re-enrolment
 is an exact running mean. A store belongs to one model (config digest,
-checkpoint step, embedding size); embeddings of another model are refused,
+checkpoint step, embedding size, training mean embedding: "centring" is the
+digest of hive/centring.py's mean, "none" without one, as in stores written
+before centring existed); embeddings of another model are refused,
 since scores across models mean nothing.
 
 Bad input (missing, empty or non-audio file, missing or corrupt store, an
@@ -63,7 +65,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from hive import logs
+from hive import centring, logs
 from hive.data import audio
 
 FORMAT = "hive-voiceid"
@@ -104,7 +106,8 @@ def model_info(encoder) -> dict:
   """What identifies the model that made a store's embeddings."""
   return {"workdir": str(pathlib.Path(encoder.source).resolve()) if encoder.source else None,
           "step": None if encoder.step is None else int(encoder.step),
-          "config_digest": config_digest(encoder.config)}
+          "config_digest": config_digest(encoder.config),
+          "centring": centring.digest(encoder.embedding_mean)}
 
 
 def new_store(model: dict, embedding_dim: int, threshold: float = DEFAULT_THRESHOLD) -> dict:
@@ -124,6 +127,11 @@ def check_model(store: dict, model: dict, embedding_dim: int, where: str = "spea
       raise VoiceIdError(
           f"{where}: made by another model ({key} {ours[key]} in the store, {model[key]} now; "
           f"store workdir {ours.get('workdir')}); use that model (--workdir/--step) or a new store")
+  if "centring" in model and ours.get("centring", "none") != model["centring"]:
+    raise VoiceIdError(
+        f"{where}: its embeddings were made with centring {ours.get('centring', 'none')}, the "
+        f"model now centres with {model['centring']} (see hive/centring.py); scores across "
+        f"the two mean nothing: re-enroll into a new store")
 
 
 def _unit(x) -> np.ndarray:

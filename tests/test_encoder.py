@@ -82,7 +82,8 @@ def test_embed_many_of_files_matches_features(enc, tiny):
   np.testing.assert_allclose(many, enc.embed_features([enc.features_of(f) for f in files]),
                              atol=1e-6)
   np.testing.assert_allclose(enc.embed(files[0]), many[0], atol=1e-5)
-  p = enc.gender_probability(many)
+  again, p = enc.embed_many(files, with_gender=True)
+  np.testing.assert_allclose(again, many, atol=1e-6)
   assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
 
 

@@ -18,6 +18,7 @@ def test_shipped_model_is_complete_and_small():
   assert not set(speakers["train"]) & set(speakers["dev"])  # Speaker-disjoint.
   enc = Encoder.pretrained()
   assert enc.step == checkpoint.load_config(PRETRAINED_DIR).train.steps  # The finished run.
+  assert enc.embedding_mean is not None  # Centred embeddings (hive/centring.py).
 
 
 def test_shipped_model_separates_held_out_speakers(shared_data):

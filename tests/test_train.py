@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from hive import checkpoint, config as config_lib, input_pipeline, parallel, train
+from hive import centring, checkpoint, config as config_lib, input_pipeline, parallel, train
 from hive.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -151,6 +151,9 @@ def test_cli_overrides_checkpoint_events_and_json(tiny_corpus, tmp_path):
   for key in ("dev_eer", "ge2e", "triplet", "speaker_id", "gender", "checkpoint", "seconds"):
     assert key in summary
   assert pathlib.Path(summary["checkpoint"]).is_dir()
+  # The training mean embedding is fitted for the last checkpoint (hive/centring.py).
+  assert summary["centring_utterances"] > 0
+  assert centring.fitted_step(workdir) == 3
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["loss"]["weights"]["triplet"] == 0.5
   assert saved["model"]["lstm"]["hidden"] == 16
