@@ -121,7 +121,9 @@ def main(argv) -> int:
   from absl import flags
   from hive import logs
   del argv
+  from hive.encoder import use_compilation_cache
   logs.quiet_libraries()
+  use_compilation_cache()
   FLAGS = flags.FLAGS
   try:
     mean, step, count = fit_workdir(FLAGS.workdir, FLAGS.step)

@@ -142,7 +142,8 @@ def write_npz(path, arrays: dict) -> None:
 def load_encoder(workdir, step=None):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # Only JAX computes here.
-  from hive.encoder import Encoder
+  from hive.encoder import Encoder, use_compilation_cache
+  use_compilation_cache()  # Commands: the next run skips this one's compilations.
   return Encoder.from_workdir(workdir, step)
 
 

@@ -1,7 +1,8 @@
 """Evaluates a trained model on a corpus: `python -m hive.evaluate --workdir=DIR --data=PATH`.
 
 Every utterance of every speaker under PATH (LibriSpeech layout or Kaldi dir)
-is embedded; the report (JSON) holds:
+is embedded (centred when the model has a training mean embedding, see
+hive/centring.py, as every hive command does); the report (JSON) holds:
   * eer, min_dcf (p_target 0.01) and their thresholds over all pairs of
     utterances, cosine scoring; num_trials; a threshold is null when its best
     operating point accepts no trial (+inf, which JSON cannot hold);
@@ -35,7 +36,7 @@ from absl import app, flags  # noqa: E402
 from hive import checkpoint, logs, metrics  # noqa: E402
 from hive.data import builder as builder_lib  # noqa: E402
 from hive.data import readers  # noqa: E402
-from hive.encoder import Encoder  # noqa: E402
+from hive.encoder import Encoder, use_compilation_cache  # noqa: E402
 
 
 FLAGS = flags.FLAGS
@@ -165,6 +166,7 @@ def main(argv):
     raise app.UsageError("--workdir and --data are required")
   if FLAGS.segment_seconds < 0:
     raise app.UsageError(f"--segment_seconds must be >= 0, got {FLAGS.segment_seconds}")
+  use_compilation_cache()
   try:
     encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
     builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)

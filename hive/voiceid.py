@@ -319,7 +319,8 @@ def load_encoder(workdir: str, step: int | None = None):
     raise VoiceIdError("no model: pass --workdir=DIR (a hive training workdir)")
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # Only JAX computes here.
-  from hive.encoder import Encoder
+  from hive.encoder import Encoder, use_compilation_cache
+  use_compilation_cache()  # Commands: the next run skips this one's compilations.
   return Encoder.from_workdir(workdir, step)
 
 

@@ -249,3 +249,21 @@ def test_embed_with_nothing_usable_writes_nothing(enc, tmp_path):
 
 def test_warm_up_returns_the_encoder_in_both_modes(enc, tdnn_enc):
   assert tdnn_enc.warm_up(max_seconds=2) is tdnn_enc and enc.warm_up() is enc
+
+
+def test_commands_keep_compiled_programs_under_the_hive_cache(monkeypatch, tmp_path):
+  from hive.encoder import use_compilation_cache
+  saved = (jax.config.jax_compilation_cache_dir,
+           jax.config.jax_persistent_cache_min_compile_time_secs)
+  try:
+    jax.config.update("jax_compilation_cache_dir", None)
+    monkeypatch.setenv("HIVE_CACHE", str(tmp_path))
+    use_compilation_cache()
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs < 1.0  # Ours compile fast.
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "chosen"))
+    use_compilation_cache()  # A directory the user chose is kept.
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "chosen")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", saved[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", saved[1])
