@@ -10,7 +10,9 @@ pooling, 128 channels, 256-d embedding; noise and SpecAugment-style masking on;
 every training speaker also sped up and slowed down by 10 % as two new speakers
 (data.speed_factors: 301 speakers become 903). 44 minutes on the idle 2-core dev
 CPU (0.73 s a step); raise train.steps on a GPU. Run from the repository root: the
-data paths are relative to it.
+data paths are relative to it. When training ends, hive.main fits the training
+speakers' mean embedding that every command subtracts (hive/centring.py; on the
+shipped model, speechocean762 dev EER 10.1 % -> 7.8 %).
 
 Speed-perturbed speakers, measured against the same recipe without them (3600
 steps each, dev speakers): LibriSpeech 3-s segments EER 6.8 % -> 4.2 %,
