@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                   help="Skip the row of Resemblyzer centred on the training speakers.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
-  from hive import centring, checkpoint, input_pipeline
+  from hive import centring, input_pipeline
   from hive.data import builder
   from hive.encoder import Encoder
   import reference_torch

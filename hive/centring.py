@@ -29,6 +29,10 @@ from absl import logging
 MEAN_FILE = "embedding_mean.npz"
 
 
+class BadMeanFile(ValueError):
+  """A workdir's mean-embedding file that cannot be used; the message names it."""
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
   x = np.asarray(x, np.float64)
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -68,8 +72,10 @@ def _read(path: pathlib.Path) -> tuple[np.ndarray, int]:
     with np.load(path, allow_pickle=False) as f:
       return np.asarray(f["mean"]), int(f["step"])
   except (ValueError, OSError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: not a hive mean-embedding file ({e}); refit it with "
-                     "python -m hive.centring --workdir=...") from None
+    # numpy's own message for a non-.npz file talks about pickles: not helpful here.
+    why = "not a .npz file" if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+    raise BadMeanFile(f"{path}: not a hive mean-embedding file ({why}); refit it with "
+                      "python -m hive.centring --workdir=...") from None
 
 
 def fitted_step(workdir) -> int | None:
@@ -91,11 +97,11 @@ def load(workdir, embed_dim: int, step: int) -> np.ndarray | None:
                     path, fitted, step, workdir, step)
     return None
   if mean.shape != (embed_dim,) or not np.all(np.isfinite(mean)):
-    raise ValueError(f"{path}: expected a finite mean embedding of shape ({embed_dim},), got "
-                     f"shape {mean.shape}; refit it with python -m hive.centring --workdir=...")
+    raise BadMeanFile(f"{path}: expected a finite mean embedding of shape ({embed_dim},), got "
+                      f"shape {mean.shape}; refit it with python -m hive.centring --workdir=...")
   if np.linalg.norm(mean) >= 1.0 - 1e-6:  # Would leave nothing of some embeddings.
-    raise ValueError(f"{path}: the mean of unit vectors must have norm < 1, got "
-                     f"{np.linalg.norm(mean):.4f}")
+    raise BadMeanFile(f"{path}: the mean of unit vectors must have norm < 1, got "
+                      f"{np.linalg.norm(mean):.4f}")
   return mean.astype(np.float64)
 
 

@@ -34,7 +34,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from hive import logs
+from hive import centring, logs
 from hive.data import audio
 
 
@@ -176,7 +176,7 @@ def main(argv):
   f = flags.FLAGS
   try:
     run(f.workdir, f.out, argv[1:], f.list, f.step, f.chunk_files, f.num_workers)
-  except (EmbedError, FileNotFoundError) as e:
+  except (EmbedError, FileNotFoundError, centring.BadMeanFile) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

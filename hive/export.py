@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from hive import checkpoint, logs
+from hive import centring, checkpoint, logs
 from hive.encoder import Encoder
 
 
@@ -36,7 +36,7 @@ def main(argv) -> int:
   FLAGS = flags.FLAGS
   try:
     path = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except (FileNotFoundError, FileExistsError) as e:
+  except (FileNotFoundError, FileExistsError, centring.BadMeanFile) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -474,7 +474,7 @@ def main(argv):
       if files:
         raise VoiceIdError(f"calibrate takes no files, got {files}")
       run_calibrate(f.db, f.threshold, f.report)
-  except (VoiceIdError, audio.BadAudio, FileNotFoundError) as e:
+  except (VoiceIdError, audio.BadAudio, FileNotFoundError, centring.BadMeanFile) as e:
     for line in str(e).splitlines():  # Several bad files: one line each.
       print(f"error: {line}", file=sys.stderr)
     sys.exit(2)

@@ -57,7 +57,8 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
   with pytest.raises(ValueError, match="finite"):
     centring.load(tmp_path, 3, step=40)
   (tmp_path / centring.MEAN_FILE).write_bytes(b"not numpy")
-  with pytest.raises(ValueError, match="embedding_mean.npz: not a hive mean-embedding file"):
+  with pytest.raises(centring.BadMeanFile,
+                     match=r"embedding_mean.npz: not a hive mean-embedding file \(not a .npz file"):
     centring.fitted_step(tmp_path)
 
 
@@ -124,3 +125,25 @@ def test_a_mean_for_another_step_is_not_exported_or_applied(centred_workdir, tmp
   assert Encoder.from_workdir(centred_workdir).embedding_mean is None
   export.export_workdir(centred_workdir, tmp_path / "out")
   assert not (tmp_path / "out" / centring.MEAN_FILE).exists()
+
+
+@pytest.mark.parametrize("command", ["embed", "voiceid", "export"])
+def test_commands_name_a_corrupt_mean_file_and_exit_2(centred_workdir, tiny, tmp_path, command):
+  import os
+  import subprocess
+  import sys
+  (centred_workdir / centring.MEAN_FILE).write_bytes(b"junk")
+  clip = str(sorted(tiny["corpus"].rglob("*.flac"))[0])
+  args = {"embed": ["hive.embed", f"--workdir={centred_workdir}", f"--out={tmp_path / 'e.npz'}",
+                    clip],
+          "voiceid": ["hive.voiceid", "verify", f"--workdir={centred_workdir}", clip, clip],
+          "export": ["hive.export", f"--workdir={centred_workdir}", f"--out={tmp_path / 'x'}"]}
+  done = subprocess.run([sys.executable, "-m", *args[command]], capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", HIVE_CACHE=str(tmp_path)),
+                        timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert f"error: {centred_workdir / centring.MEAN_FILE}: not a hive mean-embedding file" \
+      in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "e.npz").exists() and not (tmp_path / "x").exists()  # Nothing written.
