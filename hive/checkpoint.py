@@ -50,12 +50,33 @@ def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = No
   return manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
+def _stored_shapes(manager: ocp.CheckpointManager, step: int) -> dict:
+  """{path: shape} of the model parameters stored at `step`, read from its metadata."""
+  tree = ocp.PyTreeCheckpointer().metadata(
+      pathlib.Path(manager.directory) / str(step) / "default").item_metadata
+  model = tree.get("params", {}).get("model", {})
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(model)}
+
+
 def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_params):
   """Only the model parameters of checkpoint `step`, as numpy-backed host arrays.
 
   Works on a full training checkpoint (TrainState) and on an exported one
   (`{"params": {"model": ...}}`, see `export`): orbax reads just this subtree.
+  Raises ValueError naming the checkpoint when it holds another model (other
+  names or shapes) than `abstract_params` describes.
   """
+  stored = _stored_shapes(manager, step)
+  wrong = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_params):
+    name = jax.tree_util.keystr(path)
+    if stored.get(name) != tuple(leaf.shape):
+      wrong.append(f"{name} {'missing' if name not in stored else stored[name]}, "
+                   f"expected {tuple(leaf.shape)}")
+  if wrong:
+    raise ValueError(f"{manager.directory}/{step} holds another model: {'; '.join(wrong[:3])}"
+                     f"{' ...' if len(wrong) > 3 else ''}")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   item = {"params": {"model": jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)}}
@@ -63,6 +84,21 @@ def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_par
       item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
       partial_restore=True))
   return jax.device_get(restored["params"]["model"])
+
+
+def latest_model_params(workdir, abstract_params):
+  """The model parameters of `workdir`'s latest checkpoint (training run or export)."""
+  if not checkpoint_dir(workdir).is_dir():
+    raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoints to start from")
+  manager = make_manager(workdir)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoint to start from")
+  try:
+    return restore_model_params(manager, step, abstract_params), step
+  except ValueError as e:
+    raise ValueError(f"{workdir}: its model does not fit this config's model settings "
+                     f"(encoder, sizes): {e}") from None
 
 
 def export(workdir, out, step: int, model_params) -> pathlib.Path:

@@ -1,7 +1,8 @@
 """Training: the state, the jitted multi-task step over a device mesh, the loop.
 
 `train_and_evaluate(config, workdir)` is what `python -m hive.main` runs. It
-resumes from the latest checkpoint in `workdir` when there is one.
+resumes from the latest checkpoint in `workdir` when there is one; a new run
+with `train.init_from` starts from another run's model parameters instead.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def learning_rate_schedule(config) -> optax.Schedule:
     return optax.constant_schedule(config.learning_rate)
   if config.schedule != "cosine":
     raise ValueError(f"unknown schedule {config.schedule!r}: 'cosine' or 'constant'")
+  # At least one step of cosine after the warm-up, also for runs of a step or two.
+  warmup = max(0, min(config.warmup_steps, config.steps - 1))
   return optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, min(config.warmup_steps, max(config.steps - 1, 1)),
-      max(config.steps, 1), config.learning_rate * config.final_lr_fraction)
+      0.0, config.learning_rate, warmup, max(config.steps, warmup + 1),
+      config.learning_rate * config.final_lr_fraction)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -137,6 +140,23 @@ def _init_state(config, num_speakers, mesh) -> TrainState:
                  out_shardings=parallel.replicated(mesh))(rng)
 
 
+def start_from(state: TrainState, workdir, train_speakers, mesh) -> TrainState:
+  """`state` with the model parameters of `workdir`'s latest checkpoint (fine-tuning).
+
+  The speaker-ID head's rows are that run's speakers: it is kept when this run
+  trains the same speakers in the same order, and starts afresh otherwise (e.g.
+  adapting to another corpus). GE2E's w, b and the optimiser always start afresh.
+  """
+  same_speakers = checkpoint.load_speakers(workdir)["train"] == list(train_speakers)
+  wanted = {k: v for k, v in state.params["model"].items() if same_speakers or k != "speaker"}
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), wanted)
+  params, step = checkpoint.latest_model_params(workdir, abstract)
+  logging.info("Starting from the model parameters of %s, step %d%s", workdir, step,
+               "" if same_speakers else " (other speakers: a new speaker-ID head)")
+  params = jax.tree.map(lambda x: parallel.replicate(x, mesh), params)
+  return state.replace(params={**state.params, "model": {**state.params["model"], **params}})
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   started = time.time()
   is_main = jax.process_index() == 0
@@ -149,6 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
   state = checkpoint.restore_latest(manager, state)
   start_step = int(parallel.fetch(state.step))
+  if not start_step and config.train.get("init_from"):
+    state = start_from(state, config.train.init_from, inputs.train.speakers, mesh)
   if is_main:
     checkpoint.save_config(workdir, config)
     checkpoint.save_speakers(workdir, inputs.train.speakers, inputs.dev_speakers)

@@ -158,3 +158,48 @@ def test_cli_overrides_checkpoint_events_and_json(tiny_corpus, tmp_path):
   assert saved["loss"]["weights"]["triplet"] == 0.5
   assert saved["model"]["lstm"]["hidden"] == 16
   assert list(workdir.glob("events.out.tfevents.*"))
+
+
+def test_init_from_starts_with_the_other_runs_model(tiny_corpus, tmp_path):
+  first = tiny_config(tiny_corpus, tmp_path / "tfds", steps=2)
+  train.train_and_evaluate(first, str(tmp_path / "first"))
+  started, _ = params_of(tmp_path / "first", first)
+
+  # With a zero learning rate the one fine-tuning step leaves the parameters as loaded.
+  second = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
+  second.train.init_from = str(tmp_path / "first")
+  second.train.schedule = "constant"
+  second.train.learning_rate = 0.0
+  second.data.crop_frames = 60  # Longer crops: the parameters do not depend on them.
+  train.train_and_evaluate(second, str(tmp_path / "second"))
+  tuned, step = params_of(tmp_path / "second", second)
+  assert step == 1
+  jax.tree.map(np.testing.assert_array_equal, tuned["model"], started["model"])
+  fresh = jax.device_get(train._init_state(second, 6, parallel.make_mesh()).params)
+  assert not np.allclose(jax.tree.leaves(fresh["model"])[0], jax.tree.leaves(tuned["model"])[0])
+
+  # Other training speakers: everything but the speaker-ID head carries over.
+  other_split = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
+  other_split.train.init_from = str(tmp_path / "first")
+  other_split.train.schedule = "constant"
+  other_split.train.learning_rate = 0.0
+  other_split.data.split_seed = 1
+  train.train_and_evaluate(other_split, str(tmp_path / "third"))
+  assert (checkpoint.load_speakers(tmp_path / "third")["train"]
+          != checkpoint.load_speakers(tmp_path / "first")["train"])
+  adapted, _ = params_of(tmp_path / "third", other_split)
+  for part in ("encoder", "gender"):
+    jax.tree.map(np.testing.assert_array_equal, adapted["model"][part], started["model"][part])
+  assert not np.allclose(adapted["model"]["speaker"]["kernel"], started["model"]["speaker"]["kernel"])
+
+  for field, value in (("embed_dim", 24), ("encoder", "tdnn")):  # Another model.
+    other_model = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
+    other_model.train.init_from = str(tmp_path / "first")
+    other_model.model[field] = value
+    with pytest.raises(ValueError, match="does not fit this config's model"):
+      train.train_and_evaluate(other_model, str(tmp_path / f"other-{field}"))
+
+  missing = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
+  missing.train.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    train.train_and_evaluate(missing, str(tmp_path / "fourth"))
