@@ -22,6 +22,7 @@ from hive import centring
 
 CONFIG_FILE = "config.json"
 SPEAKERS_FILE = "speakers.json"
+THRESHOLD_FILE = "threshold.json"  # The model's calibrated decision threshold (hive.voiceid).
 COMMIT_MARKER = "commit_success.txt"  # orbax's, see orbax.checkpoint path atomicity.
 
 
@@ -101,9 +102,17 @@ def latest_model_params(workdir, abstract_params):
                      f"(encoder, sizes): {e}") from None
 
 
+def _calibrated_step(path) -> int | None:
+  try:
+    return json.loads(pathlib.Path(path).read_text()).get("checkpoint_step")
+  except (ValueError, AttributeError, UnicodeDecodeError):
+    return None  # Unreadable: not copied; hive.voiceid reports it where it is.
+
+
 def export(workdir, out, step: int, model_params) -> pathlib.Path:
   """Writes an inference-only copy of a workdir: config, speakers, model parameters
-  (and the training mean embedding, hive/centring.py, when it was fitted for `step`).
+  (and the training mean embedding, hive/centring.py, and the calibrated threshold,
+  hive/voiceid.py, when they were made for `step`).
 
   No optimiser state, so it is a third of the training checkpoint's size; every
   command that takes `--workdir` loads it, but training cannot resume from it.
@@ -116,6 +125,9 @@ def export(workdir, out, step: int, model_params) -> pathlib.Path:
     shutil.copyfile(pathlib.Path(workdir) / name, out / name)
   if centring.fitted_step(workdir) == step:  # A mean fitted for another step stays behind.
     shutil.copyfile(pathlib.Path(workdir) / centring.MEAN_FILE, out / centring.MEAN_FILE)
+  threshold = pathlib.Path(workdir) / THRESHOLD_FILE
+  if threshold.is_file() and _calibrated_step(threshold) == step:  # Likewise.
+    shutil.copyfile(threshold, out / THRESHOLD_FILE)
   manager = make_manager(out, max_to_keep=1)
   manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
   manager.wait_until_finished()

@@ -10,7 +10,8 @@ hive/centring.py, as every hive command does); the report (JSON) holds:
     enrolled with its first utterance (sorted ids), every other utterance
     assigned to the most similar enrolled speaker;
   * gender_accuracy from the gender head where labels exist (else null);
-  * num_speakers, num_utterances, seconds_of_audio, embed_seconds.
+  * num_speakers, num_utterances, seconds_of_audio, embed_seconds;
+  * the model: workdir, checkpoint_step and centring (the training mean's digest).
 `--split=dev` keeps only the workdir's held-out dev speakers. `--plots=DIR`
 adds a DET curve and a 2-D map of the embeddings (PNG). `--segment_seconds=S`
 scores consecutive S-second segments instead of whole utterances: for corpora
@@ -33,7 +34,7 @@ tf.config.set_visible_devices([], "GPU")  # TF only reads the prepared features.
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from hive import checkpoint, logs, metrics  # noqa: E402
+from hive import centring, checkpoint, logs, metrics  # noqa: E402
 from hive.data import builder as builder_lib  # noqa: E402
 from hive.data import readers  # noqa: E402
 from hive.encoder import Encoder, use_compilation_cache  # noqa: E402
@@ -181,6 +182,7 @@ def main(argv):
     sys.exit(2)
   embeddings = report.pop("_embeddings")
   report.update({"workdir": str(FLAGS.workdir), "checkpoint_step": encoder.step,
+                 "centring": centring.digest(encoder.embedding_mean),
                  "data": str(FLAGS.data), "split": FLAGS.split,
                  "segment_seconds": FLAGS.segment_seconds or None,
                  "skipped_files": len(prepared.skips)})

@@ -4,6 +4,7 @@
     python -m hive.voiceid identify --db=speakers.json [--json] [--threshold=T] query.flac ...
     python -m hive.voiceid verify --workdir=runs/mtl a.flac b.flac [--threshold=T]
     python -m hive.voiceid calibrate --db=speakers.json --report=report.json
+    python -m hive.voiceid calibrate --workdir=runs/mtl --report=report.json
 
 enroll     embeds the clips and stores the speaker's normalised mean embedding
            and clip count; enrolling a known name again adds the new clips (the
@@ -17,25 +18,29 @@ identify   prints, per file, the best-matching speaker and its cosine score, or
            exit status is then 2.
 verify     prints the cosine score of two files and "same speaker" or
            "different speakers".
-calibrate  stores a threshold in the speaker store: the `eer_threshold` of an
-           evaluation report (`python -m hive.evaluate ... --out=report.json`)
-           given by --report, or a number given by --threshold. (enroll
-           with --threshold stores it the same way.)
+calibrate  stores a threshold in the speaker store (--db), or with the model
+           (--workdir without --db: WORKDIR/threshold.json, for its latest
+           checkpoint): the `eer_threshold` of an evaluation report
+           (`python -m hive.evaluate ... --out=report.json`) given by
+           --report, or a number given by --threshold. (enroll with
+           --threshold stores it in the store the same way.)
 
 Threshold: a cosine score at or above it means "same speaker". Unless
 --threshold is given, identify (and verify with --db) use the store's
-threshold, which is DEFAULT_THRESHOLD (0.7) until calibrated; verify without
---db uses DEFAULT_THRESHOLD. 0.7 is only a prior for a trained model: calibrate
-for yours, on held-out speakers, with
+threshold. A new store starts with the model's threshold (its threshold.json,
+when calibrated for that checkpoint and training mean), else DEFAULT_THRESHOLD
+(0.7); verify without --db uses the model's threshold the same way. 0.7 is
+only a prior for a trained model: calibrate for yours, on held-out speakers, with
     python -m hive.evaluate --workdir=runs/mtl --data=DEV_CORPUS --split=dev --out=report.json
     python -m hive.voiceid calibrate --db=speakers.json --report=report.json
+    python -m hive.voiceid calibrate --workdir=runs/mtl --report=report.json
 or per command with `--threshold=auto --report=report.json` (the report's
 equal-error-rate threshold).
 
 The speaker store is plain JSON (never pickle), written atomically:
     {"format": "hive-voiceid", "version": 1, "embedding_dim": D,
      "model": {"workdir", "step", "config_digest", "centring"}, "threshold": T,
-     "threshold_source": "default" | report path | "manual",
+     "threshold_source": "default" | "model: ..." | report path | "manual",
      "speakers": {name: {"embedding": [D floats, unit norm], "mean": [D floats],
                          "clips": n, "files": [...]}}}
 "mean" is the unnormalised mean of the clip embeddings, kept so re-enrolment
@@ -110,9 +115,10 @@ def model_info(encoder) -> dict:
           "centring": centring.digest(encoder.embedding_mean)}
 
 
-def new_store(model: dict, embedding_dim: int, threshold: float = DEFAULT_THRESHOLD) -> dict:
+def new_store(model: dict, embedding_dim: int, threshold: float = DEFAULT_THRESHOLD,
+              source: str = "default") -> dict:
   return {"format": FORMAT, "version": VERSION, "embedding_dim": int(embedding_dim),
-          "model": dict(model), "threshold": float(threshold), "threshold_source": "default",
+          "model": dict(model), "threshold": float(threshold), "threshold_source": source,
           "speakers": {}}
 
 
@@ -242,10 +248,13 @@ def load_store(path) -> dict:
 
 
 def save_store(path, store: dict) -> None:
-  """Writes atomically: a reader (or a crash) never sees a half-written store."""
+  _write_atomically(path, json.dumps(store, indent=1, allow_nan=False) + "\n")
+
+
+def _write_atomically(path, text: str) -> None:
+  """A reader (or a crash) never sees a half-written file."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  text = json.dumps(store, indent=1, allow_nan=False) + "\n"
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -280,11 +289,48 @@ def threshold_from_report(path, store: dict | None = None) -> float:
   if not isinstance(value, (int, float)):
     raise VoiceIdError(f"{path}: no numeric eer_threshold (is it a hive.evaluate --out report?)")
   if store is not None:
-    ours, theirs = store["model"].get("step"), report.get("checkpoint_step")
-    if ours is not None and theirs is not None and ours != theirs:
-      raise VoiceIdError(f"{path}: evaluates checkpoint step {theirs}, the store's model is "
-                         f"step {ours}")
+    for key, what in (("step", "checkpoint_step"), ("centring", "centring")):
+      ours, theirs = store["model"].get(key), report.get(what)
+      if ours is not None and theirs is not None and ours != theirs:
+        raise VoiceIdError(f"{path}: evaluates a model with {what} {theirs}, the store's model "
+                           f"has {ours}")
   return _check_threshold(float(value), str(path))
+
+
+def model_threshold(encoder) -> tuple[float, str]:
+  """(threshold, source): the model's calibrated threshold (WORKDIR/threshold.json) when
+  it was calibrated for this checkpoint and training mean, else DEFAULT_THRESHOLD."""
+  from hive import checkpoint
+  if not encoder.source:
+    return DEFAULT_THRESHOLD, "default"
+  path = pathlib.Path(encoder.source) / checkpoint.THRESHOLD_FILE
+  if not path.is_file():
+    return DEFAULT_THRESHOLD, "default"
+  try:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise VoiceIdError(f"{path}: not a JSON threshold file ({e})") from None
+  if not isinstance(saved, dict) or not isinstance(saved.get("threshold"), (int, float)):
+    raise VoiceIdError(f"{path}: no numeric threshold")
+  made_for = (saved.get("checkpoint_step"), saved.get("centring"))
+  model = (encoder.step, centring.digest(encoder.embedding_mean))
+  if made_for != model:
+    print(f"note: {path} was calibrated for step {made_for[0]}, centring {made_for[1]}; the "
+          f"model is step {model[0]}, centring {model[1]}: using the default threshold "
+          f"{DEFAULT_THRESHOLD}", file=sys.stderr)
+    return DEFAULT_THRESHOLD, "default"
+  return _check_threshold(float(saved["threshold"]), str(path)), f"model: {saved.get('source')}"
+
+
+def save_model_threshold(encoder, threshold: float, source: str) -> pathlib.Path:
+  """Writes WORKDIR/threshold.json for the encoder's checkpoint and training mean."""
+  from hive import checkpoint
+  path = pathlib.Path(encoder.source) / checkpoint.THRESHOLD_FILE
+  _write_atomically(path, json.dumps(
+      {"threshold": _check_threshold(float(threshold), source), "source": source,
+       "checkpoint_step": int(encoder.step), "centring": centring.digest(encoder.embedding_mean)},
+      indent=1) + "\n")
+  return path
 
 
 def parse_threshold(value: str | None, report: str | None, store: dict | None = None):
@@ -368,7 +414,7 @@ def run_enroll(db, workdir, speaker, files, step=None, threshold=None, report=No
   encoder = load_encoder(workdir, step)
   info, dim = model_info(encoder), int(encoder.config.model.embed_dim)
   if store is None:
-    store = new_store(info, dim)
+    store = new_store(info, dim, *model_threshold(encoder))
     if threshold == "auto":
       threshold_from_report(report, store)  # The report must be of this model, too.
   check_model(store, info, dim, db)
@@ -428,10 +474,12 @@ def run_verify(workdir, files, step=None, threshold=None, report=None, db=None, 
     raise VoiceIdError(f"verify needs exactly two audio files, got {len(files)}")
   store = load_store(db) if db else None
   value = parse_threshold(threshold, report, store)
-  if value is None:
-    value = store["threshold"] if store else DEFAULT_THRESHOLD
+  if value is None and store:
+    value = store["threshold"]
   check_files(files)
   encoder = load_encoder(_need(workdir, "workdir", "verify"), step)
+  if value is None:
+    value = model_threshold(encoder)[0]
   a, b = embed_files(encoder, files)
   result = verify(a, b, value)
   if as_json:
@@ -441,18 +489,30 @@ def run_verify(workdir, files, step=None, threshold=None, report=None, db=None, 
     print(f"score {result['score']:.3f}: {decision} (threshold {value:.3f})", file=out)
 
 
-def run_calibrate(db, threshold=None, report=None, out=None):
-  store = load_store(_need(db, "db", "calibrate"))
-  if report and threshold in (None, "", "auto"):
-    value, source = threshold_from_report(report, store), str(report)
-  elif threshold not in (None, "", "auto"):
-    value, source = parse_threshold(threshold, None), "manual"
-  else:
+def run_calibrate(db, threshold=None, report=None, workdir=None, step=None, out=None):
+  """Calibrates the store (--db), or else the model (--workdir): its threshold.json."""
+  if not db and not workdir:
+    raise VoiceIdError("calibrate needs --db=STORE (a store's threshold) or --workdir=DIR "
+                       "(the model's)")
+  from_report = bool(report) and threshold in (None, "", "auto")
+  if not from_report and threshold in (None, "", "auto"):
     raise VoiceIdError("calibrate needs --report=REPORT.json (from hive.evaluate) or "
                        "--threshold=T")
-  store = calibrate(store, value, source)
-  save_store(db, store)
-  print(f"threshold {value:.4f} ({source}) stored in {db}", file=out)
+  if db:
+    store = load_store(db)
+  else:  # The model's own threshold: checked against the model like a store's.
+    encoder = load_encoder(workdir, step)
+    store = new_store(model_info(encoder), int(encoder.config.model.embed_dim))
+  if from_report:
+    value, source = threshold_from_report(report, store), str(report)
+  else:
+    value, source = parse_threshold(threshold, None), "manual"
+  if db:
+    save_store(db, calibrate(store, value, source))
+    where = db
+  else:
+    where = save_model_threshold(encoder, value, source)
+  print(f"threshold {value:.4f} ({source}) stored in {where}", file=out)
 
 
 def main(argv):
@@ -473,7 +533,7 @@ def main(argv):
     else:
       if files:
         raise VoiceIdError(f"calibrate takes no files, got {files}")
-      run_calibrate(f.db, f.threshold, f.report)
+      run_calibrate(f.db, f.threshold, f.report, f.workdir, f.step)
   except (VoiceIdError, audio.BadAudio, FileNotFoundError, centring.BadMeanFile) as e:
     for line in str(e).splitlines():  # Several bad files: one line each.
       print(f"error: {line}", file=sys.stderr)

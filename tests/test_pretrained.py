@@ -5,7 +5,7 @@ speakers it never saw."""
 import numpy as np
 import pytest
 
-from hive import checkpoint, metrics
+from hive import checkpoint, metrics, voiceid
 from hive.data import readers
 from hive.encoder import PRETRAINED_DIR, Encoder
 
@@ -19,6 +19,8 @@ def test_shipped_model_is_complete_and_small():
   enc = Encoder.pretrained()
   assert enc.step == checkpoint.load_config(PRETRAINED_DIR).train.steps  # The finished run.
   assert enc.embedding_mean is not None  # Centred embeddings (hive/centring.py).
+  # Its calibrated threshold applies to it (written for this step and mean).
+  assert voiceid.model_threshold(enc) == (0.36, "model: manual")
 
 
 def test_shipped_model_separates_held_out_speakers(shared_data):

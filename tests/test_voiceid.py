@@ -8,13 +8,14 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from hive import voiceid
+from hive import centring, export, voiceid
 from hive.encoder import Encoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -228,7 +229,7 @@ def test_calibration_from_report(tmp_path):
   assert voiceid.parse_threshold("auto", str(report), store) == 0.42
   assert voiceid.parse_threshold(None, None, store) is None  # Not given: the store's.
   report.write_text(json.dumps({"eer_threshold": 0.42, "checkpoint_step": 9}))
-  with pytest.raises(voiceid.VoiceIdError, match="checkpoint step 9, the store's model is step 7"):
+  with pytest.raises(voiceid.VoiceIdError, match="checkpoint_step 9, the store's model has 7"):
     voiceid.run_calibrate(db, report=str(report), out=io.StringIO())
   report.write_text(json.dumps({"eer": 0.1}))
   with pytest.raises(voiceid.VoiceIdError, match="no numeric eer_threshold"):
@@ -239,6 +240,46 @@ def test_calibration_from_report(tmp_path):
       voiceid.parse_threshold(bad, None)
   voiceid.run_calibrate(db, threshold="0.3", out=io.StringIO())
   assert voiceid.load_store(db)["threshold"] == 0.3
+
+
+def test_model_threshold_seeds_new_stores_and_verify(tiny, shared_data, tmp_path, monkeypatch,
+                                                     capsys):
+  workdir = tmp_path / "model"
+  shutil.copytree(tiny["workdir"], workdir)  # The shared tiny model stays uncalibrated.
+  enc = Encoder.from_workdir(workdir)
+  monkeypatch.setattr(voiceid, "load_encoder", lambda w, step=None: enc)
+  assert voiceid.model_threshold(enc) == (voiceid.DEFAULT_THRESHOLD, "default")
+  with pytest.raises(voiceid.VoiceIdError, match="needs --db=STORE .* or --workdir"):
+    voiceid.run_calibrate(None, threshold="0.3")
+
+  report = tmp_path / "report.json"
+  made_for = {"checkpoint_step": enc.step, "centring": centring.digest(enc.embedding_mean)}
+  report.write_text(json.dumps({"eer_threshold": 0.35, **made_for}))
+  voiceid.run_calibrate(None, report=str(report), workdir=str(workdir), out=io.StringIO())
+  assert voiceid.model_threshold(enc) == (0.35, f"model: {report}")
+
+  paths = next(iter(ocean_clips(shared_data, speakers=1).values()))
+  db = tmp_path / "db.json"
+  voiceid.run_enroll(db, str(workdir), "a", paths[:1], out=io.StringIO())
+  store = voiceid.load_store(db)
+  assert (store["threshold"], store["threshold_source"]) == (0.35, f"model: {report}")
+  out = io.StringIO()
+  voiceid.run_verify(str(workdir), paths, out=out)
+  assert "(threshold 0.350)" in out.getvalue()
+  export.export_workdir(workdir, tmp_path / "export")  # Shipped with the model.
+  assert json.loads((tmp_path / "export" / "threshold.json").read_text())["threshold"] == 0.35
+
+  calibrated = workdir / "threshold.json"
+  for key, value in (("checkpoint_step", enc.step + 1), ("centring", "0123456789abcdef")):
+    calibrated.write_text(json.dumps({"threshold": 0.35, **made_for, key: value}))
+    assert voiceid.model_threshold(enc) == (voiceid.DEFAULT_THRESHOLD, "default")
+    assert f"{calibrated} was calibrated for" in capsys.readouterr().err
+  report.write_text(json.dumps({"eer_threshold": 0.35, **made_for, "centring": "other"}))
+  with pytest.raises(voiceid.VoiceIdError, match="centring other"):
+    voiceid.run_calibrate(None, report=str(report), workdir=str(workdir))
+  calibrated.write_text("{")
+  with pytest.raises(voiceid.VoiceIdError, match="threshold.json: not a JSON threshold file"):
+    voiceid.model_threshold(enc)
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path):
