@@ -89,10 +89,9 @@ def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_par
 
 def latest_model_params(workdir, abstract_params):
   """The model parameters of `workdir`'s latest checkpoint (training run or export)."""
-  if not checkpoint_dir(workdir).is_dir():
-    raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoints to start from")
-  manager = make_manager(workdir)
-  step = manager.latest_step()
+  # Checked first: the manager would create a missing directory.
+  manager = make_manager(workdir) if checkpoint_dir(workdir).is_dir() else None
+  step = manager.latest_step() if manager else None
   if step is None:
     raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoint to start from")
   try:

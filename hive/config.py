@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 300
   # Fine-tuning: a workdir (training run or export) whose latest model parameters start
-  # this run, with the same speakers; the optimiser and schedule start afresh.
+  # this run (a new speaker-ID head if its speakers differ); optimiser and schedule afresh.
   c.train.init_from = ""
   c.train.learning_rate = 1e-3
   c.train.schedule = "cosine"  # "cosine" (with warm-up) or "constant".

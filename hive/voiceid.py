@@ -276,8 +276,9 @@ def _check_threshold(value: float, where: str) -> float:
   return float(value)
 
 
-def threshold_from_report(path, store: dict | None = None) -> float:
-  """The eer_threshold of a hive.evaluate report, checked against the store's model."""
+def threshold_from_report(path, model: dict | None = None) -> float:
+  """The eer_threshold of a hive.evaluate report, checked against `model` (a store's
+  "model" entry, or `model_info` of a loaded model): same step and training mean."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise VoiceIdError(f"{path}: no such evaluation report")
@@ -288,12 +289,12 @@ def threshold_from_report(path, store: dict | None = None) -> float:
   value = report.get("eer_threshold") if isinstance(report, dict) else None
   if not isinstance(value, (int, float)):
     raise VoiceIdError(f"{path}: no numeric eer_threshold (is it a hive.evaluate --out report?)")
-  if store is not None:
+  if model is not None:
     for key, what in (("step", "checkpoint_step"), ("centring", "centring")):
-      ours, theirs = store["model"].get(key), report.get(what)
+      ours, theirs = model.get(key), report.get(what)
       if ours is not None and theirs is not None and ours != theirs:
-        raise VoiceIdError(f"{path}: evaluates a model with {what} {theirs}, the store's model "
-                           f"has {ours}")
+        raise VoiceIdError(f"{path}: evaluates a model with {what} {theirs}, the model it "
+                           f"would calibrate has {ours}")
   return _check_threshold(float(value), str(path))
 
 
@@ -340,7 +341,7 @@ def parse_threshold(value: str | None, report: str | None, store: dict | None = 
   if value == "auto":
     if not report:
       raise VoiceIdError("--threshold=auto needs --report=REPORT.json (from hive.evaluate --out)")
-    return threshold_from_report(report, store)
+    return threshold_from_report(report, store["model"] if store else None)
   try:
     number = float(value)
   except ValueError:
@@ -416,7 +417,7 @@ def run_enroll(db, workdir, speaker, files, step=None, threshold=None, report=No
   if store is None:
     store = new_store(info, dim, *model_threshold(encoder))
     if threshold == "auto":
-      threshold_from_report(report, store)  # The report must be of this model, too.
+      threshold_from_report(report, info)  # The report must be of this model, too.
   check_model(store, info, dim, db)
   files = [str(pathlib.Path(f).resolve()) for f in files]
   known = set(store["speakers"].get(speaker, {}).get("files", []))
@@ -490,27 +491,26 @@ def run_verify(workdir, files, step=None, threshold=None, report=None, db=None, 
 
 
 def run_calibrate(db, threshold=None, report=None, workdir=None, step=None, out=None):
-  """Calibrates the store (--db), or else the model (--workdir): its threshold.json."""
-  if not db and not workdir:
-    raise VoiceIdError("calibrate needs --db=STORE (a store's threshold) or --workdir=DIR "
-                       "(the model's)")
+  """Calibrates the store (--db) or the model (--workdir: its threshold.json)."""
+  if bool(db) == bool(workdir):
+    raise VoiceIdError("calibrate takes one of --db=STORE (the store's threshold) and "
+                       "--workdir=DIR (the model's)")
   from_report = bool(report) and threshold in (None, "", "auto")
   if not from_report and threshold in (None, "", "auto"):
     raise VoiceIdError("calibrate needs --report=REPORT.json (from hive.evaluate) or "
                        "--threshold=T")
+  source = str(report) if from_report else "manual"
+  value = None if from_report else parse_threshold(threshold, None)  # Before the model loads.
   if db:
     store = load_store(db)
-  else:  # The model's own threshold: checked against the model like a store's.
-    encoder = load_encoder(workdir, step)
-    store = new_store(model_info(encoder), int(encoder.config.model.embed_dim))
-  if from_report:
-    value, source = threshold_from_report(report, store), str(report)
-  else:
-    value, source = parse_threshold(threshold, None), "manual"
-  if db:
+    if from_report:
+      value = threshold_from_report(report, store["model"])
     save_store(db, calibrate(store, value, source))
     where = db
   else:
+    encoder = load_encoder(workdir, step)
+    if from_report:
+      value = threshold_from_report(report, model_info(encoder))
     where = save_model_threshold(encoder, value, source)
   print(f"threshold {value:.4f} ({source}) stored in {where}", file=out)
 

@@ -229,7 +229,7 @@ def test_calibration_from_report(tmp_path):
   assert voiceid.parse_threshold("auto", str(report), store) == 0.42
   assert voiceid.parse_threshold(None, None, store) is None  # Not given: the store's.
   report.write_text(json.dumps({"eer_threshold": 0.42, "checkpoint_step": 9}))
-  with pytest.raises(voiceid.VoiceIdError, match="checkpoint_step 9, the store's model has 7"):
+  with pytest.raises(voiceid.VoiceIdError, match="checkpoint_step 9, the model it would calibrate has 7"):
     voiceid.run_calibrate(db, report=str(report), out=io.StringIO())
   report.write_text(json.dumps({"eer": 0.1}))
   with pytest.raises(voiceid.VoiceIdError, match="no numeric eer_threshold"):
@@ -249,8 +249,9 @@ def test_model_threshold_seeds_new_stores_and_verify(tiny, shared_data, tmp_path
   enc = Encoder.from_workdir(workdir)
   monkeypatch.setattr(voiceid, "load_encoder", lambda w, step=None: enc)
   assert voiceid.model_threshold(enc) == (voiceid.DEFAULT_THRESHOLD, "default")
-  with pytest.raises(voiceid.VoiceIdError, match="needs --db=STORE .* or --workdir"):
-    voiceid.run_calibrate(None, threshold="0.3")
+  for db in (None, str(tmp_path / "db.json")):  # Neither, or both: which one to calibrate?
+    with pytest.raises(voiceid.VoiceIdError, match="takes one of --db=STORE .* and --workdir"):
+      voiceid.run_calibrate(db, threshold="0.3", workdir=None if db is None else str(workdir))
 
   report = tmp_path / "report.json"
   made_for = {"checkpoint_step": enc.step, "centring": centring.digest(enc.embedding_mean)}
