@@ -20,11 +20,11 @@ for a workdir, e.g. one trained before it existed or another step.
 from __future__ import annotations
 
 import hashlib
-import pathlib
 import sys
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 MEAN_FILE = "embedding_mean.npz"
 
@@ -58,18 +58,18 @@ def digest(mean) -> str:
   return hashlib.sha256(np.asarray(mean, np.float32).tobytes()).hexdigest()[:16]
 
 
-def save(workdir, mean, step: int) -> pathlib.Path:
-  path = pathlib.Path(workdir) / MEAN_FILE
+def save(workdir, mean, step: int) -> epath.Path:
+  path = epath.Path(workdir) / MEAN_FILE
   tmp = path.with_name("tmp." + path.name)
-  with open(tmp, "wb") as f:
+  with tmp.open("wb") as f:
     np.savez(f, mean=np.asarray(mean, np.float32), step=np.int64(step))
   tmp.replace(path)  # Atomic: a reader never sees half a file.
   return path
 
 
-def _read(path: pathlib.Path) -> tuple[np.ndarray, int]:
+def _read(path: epath.Path) -> tuple[np.ndarray, int]:
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with path.open("rb") as file, np.load(file, allow_pickle=False) as f:
       return np.asarray(f["mean"]), int(f["step"])
   except (ValueError, OSError, KeyError, TypeError) as e:
     # numpy's own message for a non-.npz file talks about pickles: not helpful here.
@@ -80,14 +80,14 @@ def _read(path: pathlib.Path) -> tuple[np.ndarray, int]:
 
 def fitted_step(workdir) -> int | None:
   """The checkpoint step the workdir's mean was fitted for (None: no mean)."""
-  path = pathlib.Path(workdir) / MEAN_FILE
+  path = epath.Path(workdir) / MEAN_FILE
   return _read(path)[1] if path.is_file() else None
 
 
 def load(workdir, embed_dim: int, step: int) -> np.ndarray | None:
   """The workdir's mean embedding [embed_dim] for checkpoint `step`, or None when it
   has none (or one fitted for another step, which is logged)."""
-  path = pathlib.Path(workdir) / MEAN_FILE
+  path = epath.Path(workdir) / MEAN_FILE
   if not path.is_file():
     return None
   mean, fitted = _read(path)

@@ -5,18 +5,20 @@ data pipeline needs no state of its own: batch k is a function of the seed and
 k, so restoring the step restores the data position. Orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a run
 killed at any moment (even SIGKILL) restarts from the last complete one.
+
+Workdirs are `etils.epath` paths, as in orbax itself: a local directory or a
+bucket (`gs://bucket/run`, needed by a multi-host job whose hosts share no disk).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
-import shutil
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from hive import centring
 
@@ -26,12 +28,19 @@ THRESHOLD_FILE = "threshold.json"  # The model's calibrated decision threshold (
 COMMIT_MARKER = "commit_success.txt"  # orbax's, see orbax.checkpoint path atomicity.
 
 
-def checkpoint_dir(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir).resolve() / "checkpoints"
+def workdir_path(workdir) -> epath.Path:
+  """`workdir` as an absolute epath (orbax wants one); a URL such as gs://... as given."""
+  path = epath.Path(workdir)
+  return path if "://" in str(workdir) else path.resolve()
 
 
-def make_manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+def checkpoint_dir(workdir) -> epath.Path:
+  return workdir_path(workdir) / "checkpoints"
+
+
+def make_manager(workdir, max_to_keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+  """`create=False` for readers: loading a model must not leave directories behind."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
@@ -54,7 +63,7 @@ def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = No
 def _stored_shapes(manager: ocp.CheckpointManager, step: int) -> dict:
   """{path: shape} of the model parameters stored at `step`, read from its metadata."""
   tree = ocp.PyTreeCheckpointer().metadata(
-      pathlib.Path(manager.directory) / str(step) / "default").item_metadata
+      epath.Path(manager.directory) / str(step) / "default").item_metadata
   model = tree.get("params", {}).get("model", {})
   return {jax.tree_util.keystr(path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_leaves_with_path(model)}
@@ -89,8 +98,7 @@ def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_par
 
 def latest_model_params(workdir, abstract_params):
   """The model parameters of `workdir`'s latest checkpoint (training run or export)."""
-  # Checked first: the manager would create a missing directory.
-  manager = make_manager(workdir) if checkpoint_dir(workdir).is_dir() else None
+  manager = make_manager(workdir, create=False) if checkpoint_dir(workdir).is_dir() else None
   step = manager.latest_step() if manager else None
   if step is None:
     raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoint to start from")
@@ -103,12 +111,12 @@ def latest_model_params(workdir, abstract_params):
 
 def _calibrated_step(path) -> int | None:
   try:
-    return json.loads(pathlib.Path(path).read_text()).get("checkpoint_step")
+    return json.loads(epath.Path(path).read_text()).get("checkpoint_step")
   except (ValueError, AttributeError, UnicodeDecodeError):
     return None  # Unreadable: not copied; hive.voiceid reports it where it is.
 
 
-def export(workdir, out, step: int, model_params) -> pathlib.Path:
+def export(workdir, out, step: int, model_params) -> epath.Path:
   """Writes an inference-only copy of a workdir: config, speakers, model parameters
   (and the training mean embedding, hive/centring.py, and the calibrated threshold,
   hive/voiceid.py, when they were made for `step`).
@@ -116,49 +124,49 @@ def export(workdir, out, step: int, model_params) -> pathlib.Path:
   No optimiser state, so it is a third of the training checkpoint's size; every
   command that takes `--workdir` loads it, but training cannot resume from it.
   """
-  out = pathlib.Path(out)
+  out, workdir = workdir_path(out), workdir_path(workdir)
   if out.exists() and any(out.iterdir()):
     raise FileExistsError(f"{out} is not empty; export into a new or empty directory")
   out.mkdir(parents=True, exist_ok=True)
   for name in (CONFIG_FILE, SPEAKERS_FILE):
-    shutil.copyfile(pathlib.Path(workdir) / name, out / name)
+    (workdir / name).copy(out / name)
   if centring.fitted_step(workdir) == step:  # A mean fitted for another step stays behind.
-    shutil.copyfile(pathlib.Path(workdir) / centring.MEAN_FILE, out / centring.MEAN_FILE)
-  threshold = pathlib.Path(workdir) / THRESHOLD_FILE
+    (workdir / centring.MEAN_FILE).copy(out / centring.MEAN_FILE)
+  threshold = workdir / THRESHOLD_FILE
   if threshold.is_file() and _calibrated_step(threshold) == step:  # Likewise.
-    shutil.copyfile(threshold, out / THRESHOLD_FILE)
+    threshold.copy(out / THRESHOLD_FILE)
   manager = make_manager(out, max_to_keep=1)
   manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
   manager.wait_until_finished()
   path = checkpoint_dir(out) / str(step)
   # Orbax's commit markers name the absolute path they were written to; an export is
   # meant to be shipped, so keep the markers (their presence is what counts) without it.
-  for marker in path.rglob(COMMIT_MARKER):
+  for marker in [*path.glob(COMMIT_MARKER), *path.glob(f"*/{COMMIT_MARKER}")]:
     marker.write_text("Checkpoint commit was successful.\n")
   return path
 
 
 def save_config(workdir, config: ml_collections.ConfigDict) -> None:
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = epath.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def save_speakers(workdir, train_speakers, dev_speakers) -> None:
   """The speaker-ID head's label names and the held-out dev speakers."""
-  path = pathlib.Path(workdir) / SPEAKERS_FILE
+  path = epath.Path(workdir) / SPEAKERS_FILE
   path.write_text(json.dumps({"train": list(train_speakers), "dev": list(dev_speakers)}, indent=1))
 
 
 def load_speakers(workdir) -> dict:
-  path = pathlib.Path(workdir) / SPEAKERS_FILE
+  path = epath.Path(workdir) / SPEAKERS_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no speaker list (is {workdir} a hive workdir?)")
   return json.loads(path.read_text())
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = epath.Path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no saved config (is {workdir} a hive workdir?)")
   return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -32,6 +32,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from hive import centring as centring_lib, checkpoint, features as features_lib, train
 from hive.data import audio, builder
@@ -118,12 +119,12 @@ class Encoder:
   def from_workdir(cls, workdir, step: int | None = None, centring: bool = True) -> "Encoder":
     """Loads the latest (or the given) orbax checkpoint of a training workdir, and its
     training mean embedding if it has one (`centring=False` ignores it)."""
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)  # Local or a bucket (gs://...), as in training.
     config = checkpoint.load_config(workdir)
     speakers = checkpoint.load_speakers(workdir)["train"]
     abstract = jax.eval_shape(
         lambda: train.create_train_state(config, len(speakers), jax.random.PRNGKey(0)))
-    manager = checkpoint.make_manager(workdir)
+    manager = checkpoint.make_manager(workdir, create=False)
     chosen = manager.latest_step() if step is None else step
     if chosen is None:
       raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}")

@@ -39,7 +39,7 @@ def main(argv) -> int:
   except (FileNotFoundError, FileExistsError, centring.BadMeanFile) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+  size = sum((folder / name).stat().length for folder, _, names in path.walk() for name in names)
   print(f"exported {FLAGS.workdir} step {path.name} to {FLAGS.out} ({size / 2**20:.1f} MiB)")
   return 0
 

@@ -140,6 +140,31 @@ def _init_state(config, num_speakers, mesh) -> TrainState:
                  out_shardings=parallel.replicated(mesh))(rng)
 
 
+def model_settings(config: ml_collections.ConfigDict) -> dict:
+  """The settings that define what a model computes from audio: its features, encoder
+  and heads (not its compute dtype), flattened to {"model.tdnn.channels": 128, ...}
+  with tuples as lists, so a config read back from JSON compares equal."""
+  model = config.model
+  settings = {"data.n_mels": config.data.n_mels, "data.trim_silence": config.data.trim_silence,
+              **{f"model.{k}": model[k] for k in ("encoder", "embed_dim", "speaker_head",
+                                                    "input_norm")}}
+  if model.encoder in model:  # The chosen encoder's own sizes.
+    for key, value in model[model.encoder].items():
+      settings[f"model.{model.encoder}.{key}"] = value
+  return json.loads(json.dumps(settings, default=list))
+
+
+def check_same_model(workdir, config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError when `workdir`'s model settings differ from `config`'s: parameter
+  shapes alone would not catch, e.g., another dilation or input normalisation."""
+  theirs, ours = model_settings(checkpoint.load_config(workdir)), model_settings(config)
+  differ = [f"{k}={theirs.get(k)!r} there, {ours[k]!r} here" for k in ours
+            if theirs.get(k) != ours[k]]
+  if differ:
+    raise ValueError(f"{workdir}: its model settings differ from this config's: "
+                     f"{'; '.join(differ)}")
+
+
 def start_from(state: TrainState, workdir, train_speakers, mesh) -> TrainState:
   """`state` with the model parameters of `workdir`'s latest checkpoint (fine-tuning).
 
@@ -163,13 +188,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = parallel.make_mesh()
   data = config.data
   parallel.check_divisible(data.n_speakers * data.n_utterances, mesh)
+  fine_tune = (config.train.get("init_from") and
+               checkpoint.make_manager(workdir, create=False).latest_step() is None)
+  if fine_tune:
+    check_same_model(config.train.init_from, config)  # Before this run writes anything.
 
   inputs = input_pipeline.load_inputs(data)
   state = _init_state(config, inputs.train.num_speakers, mesh)
   manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
   state = checkpoint.restore_latest(manager, state)
   start_step = int(parallel.fetch(state.step))
-  if not start_step and config.train.get("init_from"):
+  if fine_tune:
     state = start_from(state, config.train.init_from, inputs.train.speakers, mesh)
   if is_main:
     checkpoint.save_config(workdir, config)

@@ -69,6 +69,7 @@ import tempfile
 
 import numpy as np
 from absl import app, flags
+from etils import epath
 
 from hive import centring, logs
 from hive.data import audio
@@ -109,7 +110,8 @@ def config_digest(config) -> str:
 
 def model_info(encoder) -> dict:
   """What identifies the model that made a store's embeddings."""
-  return {"workdir": str(pathlib.Path(encoder.source).resolve()) if encoder.source else None,
+  from hive import checkpoint
+  return {"workdir": str(checkpoint.workdir_path(encoder.source)) if encoder.source else None,
           "step": None if encoder.step is None else int(encoder.step),
           "config_digest": config_digest(encoder.config),
           "centring": centring.digest(encoder.embedding_mean)}
@@ -253,6 +255,9 @@ def save_store(path, store: dict) -> None:
 
 def _write_atomically(path, text: str) -> None:
   """A reader (or a crash) never sees a half-written file."""
+  if "://" in str(path):  # A bucket: each object is written whole anyway.
+    epath.Path(path).write_text(text)
+    return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -304,7 +309,7 @@ def model_threshold(encoder) -> tuple[float, str]:
   from hive import checkpoint
   if not encoder.source:
     return DEFAULT_THRESHOLD, "default"
-  path = pathlib.Path(encoder.source) / checkpoint.THRESHOLD_FILE
+  path = epath.Path(encoder.source) / checkpoint.THRESHOLD_FILE
   if not path.is_file():
     return DEFAULT_THRESHOLD, "default"
   try:
@@ -323,10 +328,10 @@ def model_threshold(encoder) -> tuple[float, str]:
   return _check_threshold(float(saved["threshold"]), str(path)), f"model: {saved.get('source')}"
 
 
-def save_model_threshold(encoder, threshold: float, source: str) -> pathlib.Path:
+def save_model_threshold(encoder, threshold: float, source: str) -> epath.Path:
   """Writes WORKDIR/threshold.json for the encoder's checkpoint and training mean."""
   from hive import checkpoint
-  path = pathlib.Path(encoder.source) / checkpoint.THRESHOLD_FILE
+  path = epath.Path(encoder.source) / checkpoint.THRESHOLD_FILE
   _write_atomically(path, json.dumps(
       {"threshold": _check_threshold(float(threshold), source), "source": source,
        "checkpoint_step": int(encoder.step), "centring": centring.digest(encoder.embedding_mean)},

@@ -185,6 +185,7 @@ def test_from_workdir_without_config_or_checkpoint(tmp_path, tiny):
     (tmp_path / name).write_text((tiny["workdir"] / name).read_text())
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     Encoder.from_workdir(tmp_path)
+  assert not (tmp_path / "checkpoints").exists()  # Loading leaves nothing behind.
 
 
 def test_pretrained_missing_is_clear(monkeypatch, tmp_path):

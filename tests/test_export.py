@@ -1,6 +1,7 @@
 """hive.export: an inference-only copy loads to the same model, smaller, and refuses misuse."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def dir_bytes(path):
-  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+  return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
 
 
 def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
@@ -32,7 +33,7 @@ def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
   full = checkpoint.checkpoint_dir(tiny["workdir"]) / str(original.step)
   assert dir_bytes(path) < 0.5 * dir_bytes(full)
   # Nothing in the checkpoint names the machine it was written on.
-  for f in path.rglob("*"):
+  for f in pathlib.Path(path).rglob("*"):
     if f.is_file():
       assert str(tmp_path).encode() not in f.read_bytes(), f
 
@@ -60,3 +61,11 @@ def test_cli(tiny, tmp_path):
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 2
   assert again.stderr.strip().splitlines()[-1].startswith("error:") and "not empty" in again.stderr
+
+
+def test_workdirs_may_be_buckets(tmp_path, monkeypatch):
+  # A multi-host run on hosts without a shared disk writes to a bucket: its address must
+  # survive intact (pathlib would turn gs://b into the local directory gs:/b).
+  assert str(checkpoint.checkpoint_dir("gs://bucket/runs/mtl")) == "gs://bucket/runs/mtl/checkpoints"
+  monkeypatch.chdir(tmp_path)
+  assert str(checkpoint.checkpoint_dir("runs/mtl")) == str(tmp_path / "runs/mtl/checkpoints")

@@ -192,12 +192,20 @@ def test_init_from_starts_with_the_other_runs_model(tiny_corpus, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, adapted["model"][part], started["model"][part])
   assert not np.allclose(adapted["model"]["speaker"]["kernel"], started["model"]["speaker"]["kernel"])
 
-  for field, value in (("embed_dim", 24), ("encoder", "tdnn")):  # Another model.
+  # Another model: named, whether or not its parameter shapes differ (input_norm's don't).
+  for field, value, old in (("embed_dim", 24, 16), ("encoder", "tdnn", "'lstm'"),
+                            ("input_norm", False, True)):
     other_model = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
     other_model.train.init_from = str(tmp_path / "first")
     other_model.model[field] = value
-    with pytest.raises(ValueError, match="does not fit this config's model"):
+    with pytest.raises(ValueError, match=rf"model settings differ.*model\.{field}={old} there"):
       train.train_and_evaluate(other_model, str(tmp_path / f"other-{field}"))
+    assert not (tmp_path / f"other-{field}" / "checkpoints").exists()
+  # A checkpoint whose parameters do not fit is refused by shape too, naming it.
+  other_model.model.input_norm, other_model.model.embed_dim = True, 24
+  abstract = jax.eval_shape(lambda: train.create_train_state(other_model, 6, jax.random.PRNGKey(0)))
+  with pytest.raises(ValueError, match=r"first: its model does not fit this config"):
+    checkpoint.latest_model_params(tmp_path / "first", abstract.params["model"])
 
   missing = tiny_config(tiny_corpus, tmp_path / "tfds", steps=1)
   missing.train.init_from = str(tmp_path / "nowhere")
