@@ -1,6 +1,7 @@
 """Does multi-task learning help? Same encoder, data and budget; one objective changed.
 
     python benchmarks/ablation.py [--config configs/release.py] [--steps 300] [--out runs/ablation]
+        [--variants GE2E,triplet,speaker-ID,MTL] [--section "MTL ablation"]
 
 Trains four models from the same config, differing only in the loss weights:
 GE2E alone, triplet alone, speaker-ID alone, and the multi-task combination
@@ -9,8 +10,10 @@ held-out dev speakers of every corpus root with hive.evaluate's protocol (EER,
 minDCF, one-shot identification). Gender accuracy is a logistic-regression
 probe fitted on training speakers' embeddings, the same for every variant (the
 single-task models have no trained gender head); the MTL row also gives its
-head's accuracy. Writes the "MTL ablation" section of RESULTS.md; the last line
-is one JSON object.
+head's accuracy. Writes the "MTL ablation" section of RESULTS.md (or --section,
+so a longer run of some variants keeps its own table); the last line is one
+JSON object. A variant whose workdir already holds a finished run is evaluated,
+not retrained (hive.main resumes from its last checkpoint).
 """
 
 from __future__ import annotations
@@ -85,18 +88,26 @@ def main(argv=None) -> int:
   ap.add_argument("--config", default="configs/release.py")
   ap.add_argument("--steps", type=int, default=300)
   ap.add_argument("--out", default="runs/ablation")
+  ap.add_argument("--variants", default=",".join(VARIANTS),
+                  help="comma-separated subset of " + ", ".join(VARIANTS))
+  ap.add_argument("--section", default="MTL ablation", help="RESULTS.md section to write")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
+  names = [n.strip() for n in args.variants.split(",") if n.strip()]
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown or not names:
+    ap.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
 
   rows = {}
-  for name, weights in VARIANTS.items():
+  for name in names:
+    weights = VARIANTS[name]
     workdir = REPO / args.out / name.lower().replace("-", "_")
     print(f"training {name} -> {workdir}", file=sys.stderr, flush=True)
     summary = train_variant(args.config, weights, args.steps, workdir)
     rows[name] = {"train_seconds": summary["seconds"], "corpora": evaluate_variant(workdir)}
 
   pct = lambda v: "n/a" if v is None else f"{v:.2%}"
-  lines = ["## MTL ablation", "",
+  lines = [f"## {args.section}", "",
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
            "variant (same encoder, data, batches and schedule; only the loss weights differ). "
            "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
@@ -115,7 +126,7 @@ def main(argv=None) -> int:
   section = "\n".join(lines) + "\n"
   print(section)
   if not args.no_write:
-    results.update_section("MTL ablation", section)
+    results.update_section(args.section, section)
   print(json.dumps({name: {c: {k: r.get(k) for k in ("eer", "min_dcf", "identification_accuracy",
                                                     "gender_probe_accuracy", "gender_accuracy")}
                            for c, r in row["corpora"].items()} for name, row in rows.items()}))
