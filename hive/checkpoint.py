@@ -62,8 +62,10 @@ def restore_latest(manager: ocp.CheckpointManager, target, step: int | None = No
 
 def _stored_shapes(manager: ocp.CheckpointManager, step: int) -> dict:
   """{path: shape} of the model parameters stored at `step`, read from its metadata."""
-  tree = ocp.PyTreeCheckpointer().metadata(
-      epath.Path(manager.directory) / str(step) / "default").item_metadata
+  # The handler reads the item's own metadata; PyTreeCheckpointer().metadata would also look
+  # for a step-level file inside the item and log a spurious warning on every load.
+  tree = ocp.PyTreeCheckpointHandler().metadata(
+      epath.Path(manager.directory) / str(step) / "default").tree
   model = tree.get("params", {}).get("model", {})
   return {jax.tree_util.keystr(path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_leaves_with_path(model)}
