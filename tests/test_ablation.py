@@ -1,0 +1,60 @@
+"""benchmarks/ablation.py: each variant changes only what it says, and bad choices fail early."""
+
+import subprocess
+import sys
+import pathlib
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import ablation  # noqa: E402
+
+TERMS = ("ge2e", "triplet", "speaker_id", "gender")
+
+
+@pytest.mark.parametrize("name, term", [("GE2E", "ge2e"), ("triplet", "triplet"),
+                                        ("speaker-ID", "speaker_id"),
+                                        ("triplet semi-hard", "triplet")])
+def test_single_objective_variants_switch_off_every_other_term(name, term):
+  overrides = ablation.VARIANTS[name]
+  assert {t: overrides[f"loss.weights.{t}"] for t in TERMS} == {t: float(t == term)
+                                                                 for t in TERMS}
+
+
+def test_only_the_semi_hard_variant_changes_the_mining_and_mtl_changes_nothing():
+  assert ablation.VARIANTS["triplet semi-hard"]["loss.triplet_mining"] == "semi_hard"
+  assert all("loss.triplet_mining" not in v for k, v in ablation.VARIANTS.items()
+             if k != "triplet semi-hard")
+  assert ablation.VARIANTS["MTL"] == {}  # The config's own weights.
+  assert set(ablation.DEFAULT_VARIANTS) == {"GE2E", "triplet", "speaker-ID", "MTL"}
+
+
+def test_train_variant_passes_the_overrides_to_hive_main(monkeypatch, tmp_path):
+  seen = {}
+
+  def fake_run(argv, **kwargs):
+    seen["argv"] = argv
+    return subprocess.CompletedProcess(argv, 0, stdout='log\n{"seconds": 1.5}\n', stderr="")
+
+  monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+  summary = ablation.train_variant("configs/release.py", ablation.VARIANTS["triplet semi-hard"],
+                                   40, tmp_path)
+  assert summary == {"seconds": 1.5}
+  argv = seen["argv"]
+  assert argv[1:3] == ["-m", "hive.main"]
+  assert "--config.train.steps=40" in argv and f"--workdir={tmp_path}" in argv
+  assert "--config.loss.triplet_mining=semi_hard" in argv
+  assert "--config.loss.weights.ge2e=0.0" in argv and "--config.loss.weights.triplet=1.0" in argv
+
+
+def test_a_failed_run_reports_its_stderr(monkeypatch, tmp_path):
+  monkeypatch.setattr(ablation.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+      argv, 1, stdout="", stderr="error: no data"))
+  with pytest.raises(RuntimeError, match="no data"):
+    ablation.train_variant("configs/release.py", {}, 1, tmp_path)
+
+
+def test_unknown_variant_is_refused_before_anything_runs(capsys):
+  with pytest.raises(SystemExit):
+    ablation.main(["--variants", "GE2E,quadruplet"])
+  assert "quadruplet" in capsys.readouterr().err
