@@ -13,8 +13,9 @@ probe fitted on training speakers' embeddings, the same for every variant (the
 single-task models have no trained gender head); the MTL row also gives its
 head's accuracy. Writes the "MTL ablation" section of RESULTS.md (or --section,
 so a longer run of some variants keeps its own table); the last line is one
-JSON object. A variant whose workdir already holds a finished run is evaluated,
-not retrained (hive.main resumes from its last checkpoint).
+JSON object; the section is rewritten after each variant, so a long run that
+stops keeps what it has. A variant whose workdir already holds its finished run
+(`ablation_train.json`) is evaluated, not retrained.
 """
 
 from __future__ import annotations
@@ -51,14 +52,26 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("GE2E", "triplet", "speaker-ID", "MTL")
 
 
+RECORD = "ablation_train.json"  # A finished variant's training summary, in its workdir.
+
+
 def train_variant(config_path, overrides, steps, workdir) -> dict:
+  """Trains one variant and returns hive.main's summary; a variant already trained for
+  `steps` into `workdir` is not retrained (its recorded summary keeps its training time)."""
+  record = pathlib.Path(workdir) / RECORD
+  if record.is_file():
+    summary = json.loads(record.read_text())
+    if summary.get("steps") == steps:
+      return summary
   flags = [f"--config={config_path}", f"--workdir={workdir}", f"--config.train.steps={steps}"]
   flags += [f"--config.{k}={v}" for k, v in overrides.items()]
   out = subprocess.run([sys.executable, "-m", "hive.main", *flags], cwd=REPO, text=True,
                        capture_output=True)
   if out.returncode:
     raise RuntimeError(f"training {workdir} failed:\n{out.stderr[-3000:]}")
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  record.write_text(json.dumps(summary))
+  return summary
 
 
 def evaluate_variant(workdir) -> dict:
@@ -114,7 +127,17 @@ def main(argv=None) -> int:
     print(f"training {name} -> {workdir}", file=sys.stderr, flush=True)
     summary = train_variant(args.config, VARIANTS[name], args.steps, workdir)
     rows[name] = {"train_seconds": summary["seconds"], "corpora": evaluate_variant(workdir)}
+    section = section_text(args, rows, len(names))
+    if not args.no_write:  # After every variant: a long run that stops keeps what it has.
+      results.update_section(args.section, section)
+  print(section)
+  print(json.dumps({name: {c: {k: r.get(k) for k in ("eer", "min_dcf", "identification_accuracy",
+                                                    "gender_probe_accuracy", "gender_accuracy")}
+                           for c, r in row["corpora"].items()} for name, row in rows.items()}))
+  return 0
 
+
+def section_text(args, rows: dict, planned: int) -> str:
   pct = lambda v: "n/a" if v is None else f"{v:.2%}"
   lines = [f"## {args.section}", "",
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
@@ -122,7 +145,8 @@ def main(argv=None) -> int:
            "triplet semi-hard the mining, differ). "
            "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
            "as 3-s segments, as in benchmarks/quality.py). Gender: logistic-regression "
-           "probe on training speakers' embeddings (MTL: its gender head in brackets).", "",
+           "probe on training speakers' embeddings (MTL: its gender head in brackets)."
+           + (f" {len(rows)} of {planned} variants so far." if len(rows) < planned else ""), "",
            "| variant | corpus | EER | minDCF | one-shot ID | gender | train s |",
            "|---|---|---:|---:|---:|---:|---:|"]
   for name, row in rows.items():
@@ -133,15 +157,7 @@ def main(argv=None) -> int:
       lines.append(f"| {name} | {corpus} | {r['eer']:.2%} | {r['min_dcf']:.3f} | "
                    f"{pct(r['identification_accuracy'])} | {gender} | "
                    f"{row['train_seconds']:.0f} |")
-  section = "\n".join(lines) + "\n"
-  print(section)
-  if not args.no_write:
-    results.update_section(args.section, section)
-  print(json.dumps({name: {c: {k: r.get(k) for k in ("eer", "min_dcf", "identification_accuracy",
-                                                    "gender_probe_accuracy", "gender_accuracy")}
-                           for c, r in row["corpora"].items()} for name, row in rows.items()}))
-  return 0
-
+  return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
   sys.exit(main())

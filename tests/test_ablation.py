@@ -1,5 +1,6 @@
 """benchmarks/ablation.py: each variant changes only what it says, and bad choices fail early."""
 
+import argparse
 import subprocess
 import sys
 import pathlib
@@ -58,3 +59,31 @@ def test_unknown_variant_is_refused_before_anything_runs(capsys):
   with pytest.raises(SystemExit):
     ablation.main(["--variants", "GE2E,quadruplet"])
   assert "quadruplet" in capsys.readouterr().err
+
+
+def test_a_finished_variant_is_not_retrained(monkeypatch, tmp_path):
+  calls = []
+
+  def fake_run(argv, **kwargs):
+    calls.append(argv)
+    return subprocess.CompletedProcess(argv, 0, stdout='{"steps": 40, "seconds": 9.0}\n',
+                                       stderr="")
+
+  monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+  first = ablation.train_variant("configs/release.py", {}, 40, tmp_path)
+  again = ablation.train_variant("configs/release.py", {}, 40, tmp_path)
+  assert first == again == {"steps": 40, "seconds": 9.0} and len(calls) == 1
+  ablation.train_variant("configs/release.py", {}, 80, tmp_path)  # Longer: trains on.
+  assert len(calls) == 2
+
+
+def test_section_says_when_it_is_partial():
+  args = argparse.Namespace(section="S", config="configs/release.py", steps=40)
+  row = {"train_seconds": 12.0, "corpora": {"c": dict(
+      eer=0.1, min_dcf=0.5, identification_accuracy=0.75, gender_probe_accuracy=0.9,
+      gender_accuracy=0.8)}}
+  partial = ablation.section_text(args, {"GE2E": row}, planned=2)
+  assert partial.startswith("## S\n") and "1 of 2 variants so far" in partial
+  assert "| GE2E | c | 10.00% | 0.500 | 75.00% | 90.00% | 12 |" in partial
+  done = ablation.section_text(args, {"GE2E": row, "MTL": row}, planned=2)
+  assert "so far" not in done and "| MTL | c | 10.00% | 0.500 | 75.00% | 90.00% (80.00%) | 12 |" in done
