@@ -34,6 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import results  # noqa: E402
 
+
 def _alone(term, **overrides):
   weights = {k: float(k == term) for k in ("ge2e", "triplet", "speaker_id", "gender")}
   return {**{f"loss.weights.{k}": v for k, v in weights.items()}, **overrides}
@@ -50,14 +51,13 @@ VARIANTS = {
     "triplet semi-hard": _alone("triplet", **{"loss.triplet_mining": "semi_hard"}),
 }
 DEFAULT_VARIANTS = ("GE2E", "triplet", "speaker-ID", "MTL")
-
-
 RECORD = "ablation_train.json"  # A finished variant's training summary, in its workdir.
 
 
 def train_variant(config_path, overrides, steps, workdir) -> dict:
   """Trains one variant and returns hive.main's summary; a variant already trained for
-  `steps` into `workdir` is not retrained (its recorded summary keeps its training time)."""
+  `steps` into `workdir` is not retrained (its recorded summary keeps the training time of
+  the hive.main call that finished it)."""
   record = pathlib.Path(workdir) / RECORD
   if record.is_file():
     summary = json.loads(record.read_text())
@@ -158,6 +158,7 @@ def section_text(args, rows: dict, planned: int) -> str:
                    f"{pct(r['identification_accuracy'])} | {gender} | "
                    f"{row['train_seconds']:.0f} |")
   return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -62,13 +62,14 @@ def main(argv=None) -> int:
   ap.add_argument("--child_age", type=int, default=15, help="Children: this age or under.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
-  from sklearn.linear_model import LogisticRegression
-  from hive.encoder import Encoder
-  import reference_torch
-
   ages = read_ages(args.root)
   dev = [u for u in utterances_of(args.root, args.workdir, "dev") if u.gender in ("m", "f")]
   train = [u for u in utterances_of(args.root, args.workdir, "train") if u.gender in ("m", "f")]
+  if not dev:
+    raise SystemExit(f"error: no dev utterance of {args.root} has a gender label (spk2gender)")
+  if len({u.gender for u in train}) < 2:
+    raise SystemExit(f"error: the training speakers of {args.root} need both genders labelled "
+                     "(spk2gender) to fit a probe")
   missing = sorted({u.speaker for u in dev + train} - set(ages))
   if missing:
     raise SystemExit(f"error: {args.root}/spk2age has no age for speakers {missing[:5]}")
@@ -76,6 +77,10 @@ def main(argv=None) -> int:
             (("dev", dev), ("train", train))}
   child = np.array([ages[u.speaker] <= args.child_age for u in dev])
   groups = {"all": np.ones_like(child), "children": child, "adults": ~child}
+
+  from sklearn.linear_model import LogisticRegression  # After the checks: they are quick.
+  from hive.encoder import Encoder
+  import reference_torch
 
   encoder = Encoder.from_workdir(args.workdir)
   hive_dev, p_female = encoder.embed_many([u.path for u in dev], with_gender=True)

@@ -35,3 +35,23 @@ def test_accuracy_by_group_by_hand():
   # Right: utterances 0, 2, 4. Children 0, 1, 2 -> 2 of 3; adults 3, 4 -> 1 of 2.
   assert gender.accuracy_by_group(predicted, female, groups) == {
       "all": 0.6, "children": pytest.approx(2 / 3), "adults": 0.5, "none": None}
+
+
+def _utterances(genders, speaker="s1"):
+  from hive.data.readers import Utterance
+  return [Utterance(id=f"{speaker}-{i}", path=f"{speaker}-{i}.flac", speaker=speaker, gender=g)
+          for i, g in enumerate(genders)]
+
+
+@pytest.mark.parametrize("dev, train, ages, message", [
+    ("", "mf", "s1 12\n", "no dev utterance .* has a gender label"),
+    ("mf", "ff", "s1 12\n", "need both genders"),
+    ("mf", "mf", "s2 12\n", r"spk2age has no age for speakers \['s1'\]"),
+])
+def test_unusable_labels_are_refused_before_any_model_loads(monkeypatch, tmp_path, dev, train,
+                                                            ages, message):
+  (tmp_path / "spk2age").write_text(ages)
+  split = {"dev": _utterances(dev), "train": _utterances(train)}
+  monkeypatch.setattr(gender, "utterances_of", lambda root, workdir, which: split[which])
+  with pytest.raises(SystemExit, match=message):
+    gender.main([str(tmp_path), "--no_write"])
