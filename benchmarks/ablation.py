@@ -6,7 +6,8 @@
 Trains four models from the same config, differing only in the loss weights:
 GE2E alone, triplet alone, speaker-ID alone, and the multi-task combination
 (GE2E + triplet + speaker-ID + gender); `--variants` may add "triplet semi-hard"
-(triplet alone with semi-hard mining). Each is evaluated on the config's
+(triplet alone with semi-hard mining) and "MTL semi-hard" (the combination with
+semi-hard mining). Each is evaluated on the config's
 held-out dev speakers of every corpus root with hive.evaluate's protocol (EER,
 minDCF, one-shot identification). Gender accuracy is a logistic-regression
 probe fitted on training speakers' embeddings, the same for every variant (the
@@ -49,6 +50,8 @@ VARIANTS = {
     # Alone and from scratch, batch-hard mining collapses (every embedding alike, loss stuck
     # at the margin); semi-hard mining is the usual cure.
     "triplet semi-hard": _alone("triplet", **{"loss.triplet_mining": "semi_hard"}),
+    # The combination with that cure in place of batch-hard: which mining suits MTL?
+    "MTL semi-hard": {"loss.triplet_mining": "semi_hard"},
 }
 DEFAULT_VARIANTS = ("GE2E", "triplet", "speaker-ID", "MTL")
 RECORD = "ablation_train.json"  # A finished variant's training summary, in its workdir.
@@ -142,7 +145,7 @@ def section_text(args, rows: dict, planned: int) -> str:
   lines = [f"## {args.section}", "",
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
            "variant (same encoder, data, batches and schedule; only the loss weights, and for "
-           "triplet semi-hard the mining, differ). "
+           "the semi-hard variants the triplet mining, differ). "
            "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
            "as 3-s segments, as in benchmarks/quality.py). Gender: logistic-regression "
            "probe on training speakers' embeddings (MTL: its gender head in brackets)."

@@ -22,11 +22,14 @@ def test_single_objective_variants_switch_off_every_other_term(name, term):
                                                                  for t in TERMS}
 
 
-def test_only_the_semi_hard_variant_changes_the_mining_and_mtl_changes_nothing():
-  assert ablation.VARIANTS["triplet semi-hard"]["loss.triplet_mining"] == "semi_hard"
+def test_only_the_semi_hard_variants_change_the_mining_and_mtl_changes_nothing():
+  semi_hard = {"triplet semi-hard", "MTL semi-hard"}
+  for name in semi_hard:
+    assert ablation.VARIANTS[name]["loss.triplet_mining"] == "semi_hard"
   assert all("loss.triplet_mining" not in v for k, v in ablation.VARIANTS.items()
-             if k != "triplet semi-hard")
+             if k not in semi_hard)
   assert ablation.VARIANTS["MTL"] == {}  # The config's own weights.
+  assert ablation.VARIANTS["MTL semi-hard"] == {"loss.triplet_mining": "semi_hard"}
   assert set(ablation.DEFAULT_VARIANTS) == {"GE2E", "triplet", "speaker-ID", "MTL"}
 
 
