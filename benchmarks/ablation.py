@@ -140,6 +140,11 @@ def main(argv=None) -> int:
   return 0
 
 
+def trains_gender_head(name: str) -> bool:
+  """Whether the variant keeps the config's gender loss (the MTL ones do)."""
+  return VARIANTS[name].get("loss.weights.gender", 1.0) > 0
+
+
 def section_text(args, rows: dict, planned: int) -> str:
   pct = lambda v: "n/a" if v is None else f"{v:.2%}"
   lines = [f"## {args.section}", "",
@@ -148,14 +153,15 @@ def section_text(args, rows: dict, planned: int) -> str:
            "the semi-hard variants the triplet mining, differ). "
            "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
            "as 3-s segments, as in benchmarks/quality.py). Gender: logistic-regression "
-           "probe on training speakers' embeddings (MTL: its gender head in brackets)."
+           "probe on training speakers' embeddings (the MTL variants: their gender head in "
+           "brackets)."
            + (f" {len(rows)} of {planned} variants so far." if len(rows) < planned else ""), "",
            "| variant | corpus | EER | minDCF | one-shot ID | gender | train s |",
            "|---|---|---:|---:|---:|---:|---:|"]
   for name, row in rows.items():
     for corpus, r in row["corpora"].items():
       gender = pct(r["gender_probe_accuracy"])
-      if name == "MTL" and r.get("gender_accuracy") is not None:
+      if trains_gender_head(name) and r.get("gender_accuracy") is not None:
         gender += f" ({r['gender_accuracy']:.2%})"
       lines.append(f"| {name} | {corpus} | {r['eer']:.2%} | {r['min_dcf']:.3f} | "
                    f"{pct(r['identification_accuracy'])} | {gender} | "

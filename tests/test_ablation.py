@@ -90,3 +90,8 @@ def test_section_says_when_it_is_partial():
   assert "| GE2E | c | 10.00% | 0.500 | 75.00% | 90.00% | 12 |" in partial
   done = ablation.section_text(args, {"GE2E": row, "MTL": row}, planned=2)
   assert "so far" not in done and "| MTL | c | 10.00% | 0.500 | 75.00% | 90.00% (80.00%) | 12 |" in done
+
+
+def test_only_variants_that_train_the_gender_head_report_it():
+  with_head = [n for n in ablation.VARIANTS if ablation.trains_gender_head(n)]
+  assert with_head == ["MTL", "MTL semi-hard"]
