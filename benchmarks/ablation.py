@@ -141,7 +141,8 @@ def main(argv=None) -> int:
 
 
 def trains_gender_head(name: str) -> bool:
-  """Whether the variant keeps the config's gender loss (the MTL ones do)."""
+  """Whether the variant keeps the config's gender loss (the MTL ones do; the release
+  recipe's gender weight is above 0, so a variant that does not set it trains the head)."""
   return VARIANTS[name].get("loss.weights.gender", 1.0) > 0
 
 

@@ -8,15 +8,15 @@ speakers of the merged set as dev (listed in the workdir's speakers.json; speake
 ids carry their corpus name). Encoder: the compact TDNN with attentive statistics
 pooling, 128 channels, 256-d embedding; batches of 48 speakers x 3 utterances;
 noise and SpecAugment-style masking on; every training speaker also sped up and
-slowed down by 10 % as two new speakers
-(data.speed_factors: 301 speakers become 903). 47 minutes on the idle 2-core dev
-CPU (0.78 s a step); raise train.steps on a GPU. Run from the repository root: the
-data paths are relative to it. When training ends, hive.main fits the training
-speakers' mean embedding that every command subtracts (hive/centring.py; on the
-shipped model, speechocean762 dev EER 9.3 % -> 7.1 %).
+slowed down by 10 % as two new speakers (data.speed_factors: 301 speakers become
+903). 47 minutes on the 2-core dev CPU (0.78 s a step); raise train.steps on a
+GPU. Run from the repository root: the data paths are relative to it. When
+training ends, hive.main fits the training speakers' mean embedding that every
+command subtracts (hive/centring.py; on the shipped model, speechocean762 dev EER
+9.3 % -> 7.1 %).
 
-Speed-perturbed speakers, measured on release 2 against the same recipe without them (3600
-steps each, dev speakers): LibriSpeech 3-s segments EER 6.8 % -> 4.2 %,
+Speed-perturbed speakers, measured on release 2 against the same recipe without
+them (3600 steps each, dev speakers): LibriSpeech 3-s segments EER 6.8 % -> 4.2 %,
 speechocean762 9.6 % -> 10.1 % (25 speakers: within noise); merged dev windows
 logged in training 11.9 % -> 11.2 %.
 
