@@ -10,10 +10,10 @@ pooling, 128 channels, 256-d embedding; batches of 48 speakers x 3 utterances;
 noise and SpecAugment-style masking on; every training speaker also sped up and
 slowed down by 10 % as two new speakers (data.speed_factors: 301 speakers become
 903); 7200 steps. 93 minutes on the 2-core dev CPU (0.77 s a step); raise
-train.steps on a GPU. Run from the repository root: the data paths are relative to it. When
-training ends, hive.main fits the training speakers' mean embedding that every
-command subtracts (hive/centring.py; on the shipped model, speechocean762 dev EER
-6.8 % -> 5.9 %).
+train.steps on a GPU. Run from the repository root: the data paths are relative
+to it. When training ends, hive.main fits the training speakers' mean embedding
+that every command subtracts (hive/centring.py; on the shipped model,
+speechocean762 dev EER 6.8 % -> 5.9 %).
 
 Speed-perturbed speakers, measured on release 2 against the same recipe without
 them (3600 steps each, dev speakers): LibriSpeech 3-s segments EER 6.8 % -> 4.2 %,

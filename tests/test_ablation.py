@@ -95,3 +95,13 @@ def test_section_says_when_it_is_partial():
 def test_only_variants_that_train_the_gender_head_report_it():
   with_head = [n for n in ablation.VARIANTS if ablation.trains_gender_head(n)]
   assert with_head == ["MTL", "MTL semi-hard"]
+
+
+def test_update_section_replaces_one_section_and_keeps_the_others(tmp_path):
+  import results
+  path = tmp_path / "RESULTS.md"
+  path.write_text("# hive benchmarks\n\n## A\n\nold a\n\n## B\n\nb\n")
+  results.update_section("A", "## A\n\nnew a\n", path)
+  assert path.read_text() == "# hive benchmarks\n\n## A\n\nnew a\n\n## B\n\nb\n"
+  results.update_section("C", "## C\n\nc", path)  # A new title is appended.
+  assert path.read_text() == "# hive benchmarks\n\n## A\n\nnew a\n\n## B\n\nb\n\n## C\n\nc\n"
