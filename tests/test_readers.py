@@ -290,7 +290,12 @@ def test_shared_librispeech(shared_data, subdir):
   corpus = readers.read_corpus(shared_data / subdir)
   assert corpus.layout == "librispeech"
   assert len(corpus.speakers) == 251
-  assert len(corpus.utterances) == 310
+  # 221 readers with one utterance, 27 with three, and speakers 19, 26, 27 with 20-23.
+  assert len(corpus.utterances) == 366
+  counts = collections.Counter(u.speaker for u in corpus.utterances)
+  assert sum(1 for n in counts.values() if n == 1) == 221
+  assert sum(1 for n in counts.values() if n == 3) == 27
+  assert all(20 <= counts[s] <= 23 for s in ("19", "26", "27"))
   assert corpus.skips == [] and corpus.notices == []
   assert _speaker_genders(corpus) == {"f": 125, "m": 126}
 
