@@ -6,12 +6,14 @@ TFDS dataset (a cache hit the second time) and prints what it read and skipped.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
 
 from hive import features as features_lib
 from hive import logs
+from hive.data import audio
 from hive.data import builder as builder_lib
 from hive.data import readers
 
@@ -29,10 +31,58 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_workers", None, "Feature-extraction processes (default: all cores).")
 
 
+# Examples printed per kind of skip or notice; the report file lists every one.
+EXAMPLES = 3
+# Where each layout keeps its genders, for the summary's "gender unknown" lines.
+_GENDER_TABLES = {"kaldi": "spk2gender", "librispeech": "SPEAKERS.TXT",
+                  "voxceleb": "vox1_meta.csv / vox2_meta.csv"}
+
+
+def group_by_kind(entries: list[dict], derive) -> list[tuple[str, list[dict]]]:
+  """Report entries (skips or notices as dicts) grouped by `kind`, largest group first.
+
+  Reports written before entries had a kind get it from `derive(entry)`.
+  """
+  groups: dict[str, list[dict]] = {}
+  for entry in entries:
+    groups.setdefault(entry.get("kind") or derive(entry), []).append(entry)
+  return sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+
+
+def _notice_headline(kind: str, count: int, report: builder_lib.PrepareReport) -> str:
+  if kind not in readers.GENDER_KINDS:
+    return f"{kind}: {count:,}"
+  if count == report.speakers:
+    speakers = f"all {count:,} speakers"
+  elif count < report.speakers:
+    speakers = f"{count:,} of {report.speakers:,} speakers"
+  else:  # Some of them lost every file to skips.
+    speakers = f"{count:,} speakers"
+  table = _GENDER_TABLES.get(report.layout, "the speaker table")
+  why = {readers.NO_GENDER_TABLE: f": no {table}",
+         readers.NO_GENDER_ENTRY: f": not in {table}",
+         readers.GENDER_UNRECOGNISED: f": {table} gives neither m nor f"}.get(kind, "")
+  return f"{kind}: gender unknown for {speakers}{why}"
+
+
+def _grouped_lines(groups, headline, line, report_name: str) -> list[str]:
+  lines = []
+  for kind, entries in groups:
+    lines.append(f"    {headline(kind, len(entries))}")
+    lines += [f"      {line(e)}" for e in entries[:EXAMPLES]]
+    if len(entries) > EXAMPLES:
+      lines.append(f"      ... and {len(entries) - EXAMPLES:,} more in {report_name}")
+  return lines
+
+
 def format_report(report: builder_lib.PrepareReport) -> str:
+  """The summary a person reads: counts, and skips and notices grouped by kind with a few
+  examples each (bounded however many there are); every one is in the report file."""
+  report_file = os.path.join(report.dataset_dir, builder_lib.REPORT_FILE)
   lines = [
       f"{'Cache hit' if report.cache_hit else 'Prepared'}: {report.root} ({report.layout})",
       f"  dataset:     {report.dataset_dir}",
+      f"  report:      {report_file} (every skip and notice)",
       f"  listed:      {report.entries_listed} entries",
       f"  read:        {report.utterances} utterances, {report.hours:.3f} hours",
       f"  speakers:    {report.speakers} "
@@ -41,10 +91,16 @@ def format_report(report: builder_lib.PrepareReport) -> str:
       f"{', '.join(f'{k}: {v}' for k, v in sorted(report.gender_utterances.items()))}",
       f"  skipped:     {len(report.skips)}",
   ]
-  lines += [f"    {s['path']}: {s['reason']}" for s in report.skips]
+  report_name = builder_lib.REPORT_FILE
+  lines += _grouped_lines(
+      group_by_kind(report.skips, lambda s: audio.reason_kind(s["reason"])),
+      lambda kind, n: f"{kind}: {n:,}", lambda s: f"{s['path']}: {s['reason']}", report_name)
   if report.notices:
     lines.append(f"  notices:     {len(report.notices)}")
-    lines += [f"    {n['path']}: {n['message']}" for n in report.notices]
+    lines += _grouped_lines(
+        group_by_kind(report.notices, lambda n: readers.notice_kind(n["message"])),
+        lambda kind, n: _notice_headline(kind, n, report),
+        lambda n: f"{n['path']}: {n['message']}", report_name)
   return "\n".join(lines)
 
 
