@@ -1,0 +1,933 @@
+"""Waveform augmentation of training crops, and the fixed corruptions of evaluation audio.
+
+The input pipeline calls an `Augmenter` (or `augment_batch`) on each batch of 16 kHz waveform
+crops, before the log-mel. Per row, in this order (the order sound meets them):
+
+  * reverberation: convolution with a room impulse response (RIR) from folders, or from a bank
+    simulated once with pyroomacoustics' image method and cached on disk (`RirBank`);
+  * one additive source at most, at a random SNR: noise (folders, or generated coloured noise),
+    music (folders), babble (3-7 summed utterances from folders, or other speakers' crops of the
+    same batch, never the row's own speaker);
+  * channel: telephone band (8 kHz, G.712 band, G.711 mu-law / A-law or GSM 06.10 through
+    libsndfile), a random band-pass with a few EQ bumps, a random gain.
+
+`change_speed` is Kaldi's speed perturbation (deterministic resampling, to make new speakers);
+`degrade` is the fixed corruption of one evaluation utterance (`hive.evaluate --degrade=...`).
+
+Determinism: the output is a pure function of (inputs, rng state, files on disk). Every random
+choice is drawn from the `np.random.Generator` passed in, in fixed-shape draws, so which rows an
+augmentation picks never shifts the draws of another; `batch_rng(seed, step)` makes batch k's
+augmentation a pure function of (seed, k). Rows do not interact except as babble sources.
+
+Why not audiomentations (installed): it draws its parameters from Python's `random` and numpy's
+global state, which would leak into results, and it works one row at a time. Here every kind is
+one vectorised operation over the rows it applies to: one batched FFT convolution for reverb
+(the bank's spectra cached), one matrix product for batch babble, one multi-channel soxr call
+each way for the telephone band (soxr runs each channel independently, so a row's result does not
+depend on its neighbours), one FFT filtering for band-pass/EQ. Codecs come from libsndfile
+(soundfile); the 8-bit mu-law / A-law are ITU G.711's segment tables, not a continuous law.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+import scipy.fft
+import scipy.signal
+import soundfile as sf
+import soxr
+from absl import logging
+
+from hive.data import audio
+
+SAMPLE_RATE = 16000
+TELEPHONE_RATE = 8000
+# Bump when the RIR simulation changes, so cached banks are generated anew.
+RIR_BANK_VERSION = 1
+# Tags keep these streams apart from other users of the same (seed, step) numbers.
+_BATCH_TAG = 0x77617665  # "wave"
+_DEGRADE_TAG = 0x64656772  # "degr"
+ADDITIVE_KINDS = ("noise", "music", "babble")
+CODECS = ("mulaw", "alaw", "gsm", "none")
+_SF_SUBTYPES = {"mulaw": "ULAW", "alaw": "ALAW", "gsm": "GSM610"}
+_MAX_SF_CHANNELS = 1024  # libsndfile's limit on channels in one file.
+# Zero padding (samples) for FFT filtering, so a smooth response's impulse response does not
+# wrap around from one end of the crop to the other.
+_FILTER_PAD = 2048
+_MUSAN_FOLDERS = {"noise": "noise", "music": "music", "babble": "speech"}
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The waveform augmentation block (meant for `config.augment.wave`), every field explained."""
+  c = ml_collections.ConfigDict()
+  c.enabled = False  # The pipeline augments waveforms only when True.
+  # MUSAN root: adds its noise/, music/ and speech/ folders to noise.dirs, music.dirs and
+  # babble.dirs (each its own kind).
+  c.musan_root = ""
+  # Where the simulated RIR bank is cached; empty: $HIVE_CACHE/rirs or ~/.cache/hive/rirs.
+  c.cache_dir = ""
+  c.cache_mb = 256  # Decoded source audio kept in memory, per process, all folders together.
+  # Files up to this long are decoded whole (and cached); longer ones are read a segment at a
+  # time, so long music or speech recordings are never decoded whole for 1.6 s of them.
+  c.whole_file_seconds = 60.0
+
+  # Additive sources. At most one per row: noise, music or babble, chosen with their
+  # probabilities (which must sum to <= 1; the rest of the rows get none). SNR: speech power
+  # (after reverberation) over the added source's power, over the whole crop, drawn uniformly.
+  # Folders are searched recursively for .wav/.flac at any rate and channel count.
+  c.noise = ml_collections.ConfigDict(dict(
+      probability=0.2,
+      snr_db=(0.0, 15.0),
+      dirs=(),  # Empty: generated coloured noise (below) instead.
+      colour=(0.0, 2.0),  # Generated noise's power ~ 1/f^x, x uniform: 0 white, 1 pink, 2 brown.
+  ))
+  c.music = ml_collections.ConfigDict(dict(
+      probability=0.15,
+      snr_db=(5.0, 15.0),
+      dirs=(),  # Empty: no music (its share of rows gets no additive source).
+  ))
+  c.babble = ml_collections.ConfigDict(dict(
+      probability=0.15,
+      snr_db=(13.0, 20.0),
+      speakers=(3, 7),  # How many utterances are summed (uniform, inclusive).
+      # Empty: other speakers' crops of the same batch (never a row of the row's own speaker),
+      # each scaled to the same power before summing.
+      dirs=(),
+  ))
+
+  c.reverb = ml_collections.ConfigDict(dict(
+      probability=0.3,
+      dirs=(),  # RIR recordings (WAV/FLAC); empty: the simulated bank below.
+      # RIRs are cut this long after their direct path (the tail beyond is > 30 dB down for
+      # RT60 <= 0.8 s); longer costs FFT time on every batch.
+      max_seconds=0.5,
+      simulated=ml_collections.ConfigDict(dict(
+          count=200,  # RIRs in the bank (generated once, ~0.1 s each, then read from the cache).
+          seed=0,
+          room_m=((3.0, 10.0), (3.0, 10.0), (2.5, 4.0)),  # Shoebox length, width, height ranges.
+          rt60_s=(0.2, 0.8),  # Target reverberation time (Sabine) -> wall absorption.
+          # Image sources up to this reflection order (pyroomacoustics' own choice for long RT60
+          # in small rooms takes seconds per RIR; beyond ~40 only the far tail changes).
+          max_order=40,
+          min_distance_m=0.5,  # Source-microphone distance at least this.
+      )),
+  ))
+
+  c.telephone = ml_collections.ConfigDict(dict(
+      probability=0.1,
+      codecs=("mulaw", "alaw", "gsm"),  # One per row, uniformly, of: mulaw, alaw, gsm, none.
+      band_hz=(300.0, 3400.0),  # The G.712 telephone band (4th-order Butterworth at 8 kHz).
+  ))
+  c.bandpass = ml_collections.ConfigDict(dict(
+      probability=0.2,
+      low_hz=(50.0, 400.0),  # High-pass corner, log-uniform.
+      high_hz=(3000.0, 7500.0),  # Low-pass corner, uniform.
+      order=(1, 4),  # Butterworth magnitude order (uniform integer, inclusive).
+      eq_bands=(0, 3),  # Number of Gaussian (in log-frequency) EQ bumps, uniform inclusive.
+      eq_gain_db=6.0,  # Each bump's gain uniform in +-this.
+      eq_width_octaves=(0.5, 2.0),  # Each bump's standard deviation, in octaves.
+  ))
+  c.gain = ml_collections.ConfigDict(dict(
+      probability=0.3,
+      db=(-6.0, 6.0),  # Uniform; the result is not clipped (float32 can exceed 1).
+  ))
+  return c
+
+
+def batch_rng(seed: int, step: int, process_index: int = 0) -> np.random.Generator:
+  """The generator for batch `step` of process `process_index`: a pure function of them."""
+  for name, value in (("seed", seed), ("step", step), ("process_index", process_index)):
+    if int(value) != value or value < 0:
+      raise ValueError(f"batch_rng: {name} must be a non-negative integer, got {value!r}")
+  return np.random.default_rng(
+      np.random.SeedSequence([_BATCH_TAG, int(seed), int(step), int(process_index)]))
+
+
+# --- Pure signal functions -----------------------------------------------------------------
+
+def power(waves: np.ndarray) -> np.ndarray:
+  """Mean square along the last axis (float64)."""
+  waves = np.asarray(waves, np.float32)
+  return np.einsum("...i,...i->...", waves, waves).astype(np.float64) / max(waves.shape[-1], 1)
+
+
+def snr_gains(speech_power, noise_power, snr_db) -> np.ndarray:
+  """g with 10 log10(speech_power / (g^2 noise_power)) = snr_db; 0 where either power is ~0."""
+  speech_power, noise_power = np.asarray(speech_power), np.asarray(noise_power)
+  ok = (speech_power > 1e-20) & (noise_power > 1e-20)
+  gains = np.sqrt(speech_power / np.where(ok, noise_power, 1.0) / 10.0 ** (np.asarray(snr_db) / 10))
+  return np.where(ok, gains, 0.0)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db) -> np.ndarray:
+  """speech + g * noise per row (last axis), g setting the SNR over the whole row to `snr_db`."""
+  gains = snr_gains(power(speech), power(noise), snr_db)
+  return (speech + gains[..., None].astype(np.float32) * noise).astype(np.float32)
+
+
+def coloured_noise(rng: np.random.Generator, count: int, length: int,
+                   exponents) -> np.ndarray:
+  """[count, length] Gaussian noise with power ~ 1/f^exponent per row, unit mean square."""
+  exponents = np.broadcast_to(np.asarray(exponents, np.float32), (count,))
+  white = rng.standard_normal((count, length), dtype=np.float32)
+  n = scipy.fft.next_fast_len(length, real=True)
+  spectrum = scipy.fft.rfft(white, n, axis=-1)
+  bins = np.arange(spectrum.shape[-1], dtype=np.float32)
+  bins[0] = 1.0  # DC gets the lowest bin's level rather than infinity.
+  spectrum *= bins[None] ** (-exponents[:, None] / 2)
+  noise = scipy.fft.irfft(spectrum, n, axis=-1)[:, :length]
+  return (noise / np.sqrt(np.maximum(power(noise), 1e-30))[:, None]).astype(np.float32)
+
+
+def _fft_convolve(waves: np.ndarray, kernel_spectra: np.ndarray, n: int) -> np.ndarray:
+  spectra = scipy.fft.rfft(waves, n, axis=-1)
+  spectra *= kernel_spectra
+  return scipy.fft.irfft(spectra, n, axis=-1)[..., :waves.shape[-1]].astype(np.float32)
+
+
+def reverberate(waves: np.ndarray, rirs: np.ndarray) -> np.ndarray:
+  """Each row of `waves` [B, S] convolved with its row of `rirs` [B, L], first S samples.
+
+  out[b, t] = sum_k rirs[b, k] waves[b, t - k]: a RIR whose direct path is at index 0 (as
+  `RirBank` stores them) leaves the speech in place; the tail past the crop's end is dropped. A
+  unit impulse at t = 0 therefore comes out as the RIR (cut or zero-padded to S).
+  """
+  waves, rirs = np.asarray(waves, np.float32), np.asarray(rirs, np.float32)
+  n = scipy.fft.next_fast_len(waves.shape[-1] + rirs.shape[-1] - 1, real=True)
+  return _fft_convolve(waves, scipy.fft.rfft(rirs, n, axis=-1), n)
+
+
+def normalise_rir(rir: np.ndarray, max_samples: int) -> np.ndarray:
+  """Aligns a RIR so its direct path (largest magnitude) is at index 0, cuts it to
+  `max_samples` and scales it to unit energy (Kaldi's wav-reverberate aligns the same way)."""
+  rir = np.asarray(rir, np.float64).ravel()
+  if rir.size == 0 or not np.all(np.isfinite(rir)) or not np.any(rir):
+    raise ValueError("a RIR must be non-empty, finite and not all zero")
+  rir = rir[int(np.argmax(np.abs(rir))):][:max_samples]
+  return (rir / np.sqrt(np.sum(rir ** 2))).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _telephone_sos(band_hz: tuple[float, float]) -> np.ndarray:
+  return scipy.signal.butter(4, band_hz, btype="bandpass", fs=TELEPHONE_RATE, output="sos")
+
+
+def _fit_length(waves: np.ndarray, length: int) -> np.ndarray:
+  if waves.shape[-1] >= length:
+    return waves[..., :length]
+  return np.pad(waves, [(0, 0)] * (waves.ndim - 1) + [(0, length - waves.shape[-1])])
+
+
+def codec_roundtrip(waves: np.ndarray, codec: str, rate: int = TELEPHONE_RATE) -> np.ndarray:
+  """Rows [B, T] encoded and decoded by libsndfile: 'mulaw' / 'alaw' (G.711, 8 bits), 'gsm'
+  (GSM 06.10 full rate, 8 kHz), 'none'. Input is clipped to full scale first, as a codec does."""
+  if codec not in CODECS:
+    raise ValueError(f"unknown codec {codec!r}; accepted: {', '.join(CODECS)}")
+  waves = np.asarray(waves, np.float32)
+  if codec == "none" or waves.shape[0] == 0:
+    return waves.copy()
+  # Without clipping libsndfile would wrap values beyond full scale around.
+  clipped = np.clip(waves, -1.0, 1.0 - 2.0 ** -15)
+  # GSM 06.10 is mono in libsndfile: one row at a time; G.711 takes all rows as channels.
+  width = 1 if codec == "gsm" else _MAX_SF_CHANNELS
+  out = np.empty_like(clipped)
+  for start in range(0, clipped.shape[0], width):
+    buffer = io.BytesIO()
+    sf.write(buffer, clipped[start:start + width].T, rate, format="WAV",
+             subtype=_SF_SUBTYPES[codec])
+    buffer.seek(0)
+    decoded = sf.read(buffer, dtype="float32", always_2d=True)[0].T
+    out[start:start + width] = _fit_length(decoded, clipped.shape[1])
+  return out
+
+
+def telephone(waves: np.ndarray, codecs: str | Sequence[str] = "mulaw",
+              band_hz: Sequence[float] = (300.0, 3400.0)) -> np.ndarray:
+  """Rows [B, S] at 16 kHz through a narrow-band telephone channel: down to 8 kHz (soxr, whose
+  anti-alias filter removes everything above 4 kHz), the `band_hz` band-pass, a codec per row
+  (one name for all, or one per row), back up to 16 kHz. Same shape out."""
+  waves = np.asarray(waves, np.float32)
+  if waves.ndim != 2:
+    raise ValueError(f"telephone: waves must be [rows, samples], got shape {waves.shape}")
+  if waves.shape[0] == 0:
+    return waves.copy()
+  codecs = [codecs] * waves.shape[0] if isinstance(codecs, str) else list(codecs)
+  if len(codecs) != waves.shape[0]:
+    raise ValueError(f"telephone: {len(codecs)} codecs for {waves.shape[0]} rows")
+  # soxr takes [frames, channels]; the transpose of C-ordered rows is its split-channel layout.
+  narrow = soxr.resample(waves.T, SAMPLE_RATE, TELEPHONE_RATE).T
+  narrow = scipy.signal.sosfilt(_telephone_sos(tuple(float(f) for f in band_hz)), narrow,
+                                axis=-1).astype(np.float32)
+  codecs = np.asarray(codecs)
+  for codec in sorted(set(codecs.tolist())):
+    rows = np.flatnonzero(codecs == codec)
+    narrow[rows] = codec_roundtrip(narrow[rows], codec)
+  wide = soxr.resample(np.ascontiguousarray(narrow).T, TELEPHONE_RATE, SAMPLE_RATE).T
+  return np.ascontiguousarray(_fit_length(wide, waves.shape[1]), np.float32)
+
+
+def band_eq_response(freqs: np.ndarray, low_hz, high_hz, order, eq_centre_hz=None,
+                     eq_gain_db=None, eq_width_octaves=None) -> np.ndarray:
+  """[B, F] magnitude responses at `freqs` [F]: a Butterworth band-pass magnitude
+  1 / sqrt((1 + (low/f)^2n) (1 + (f/high)^2n)) per row, times EQ bumps of eq_gain_db[b, k] dB,
+  Gaussian in log2-frequency around eq_centre_hz[b, k] with std eq_width_octaves[b, k]."""
+  f = np.maximum(np.asarray(freqs, np.float64), 1e-3)[None]
+  low, high = np.asarray(low_hz, np.float64)[:, None], np.asarray(high_hz, np.float64)[:, None]
+  twice_order = 2 * np.asarray(order, np.float64)[:, None]
+  magnitude = 1 / np.sqrt((1 + (low / f) ** twice_order) * (1 + (f / high) ** twice_order))
+  if eq_centre_hz is not None:
+    octaves = np.log2(f[:, None] / np.asarray(eq_centre_hz, np.float64)[..., None])  # [B, K, F]
+    bumps = np.asarray(eq_gain_db)[..., None] * np.exp(
+        -0.5 * (octaves / np.asarray(eq_width_octaves)[..., None]) ** 2)
+    magnitude = magnitude * 10 ** (bumps.sum(axis=1) / 20)
+  return magnitude.astype(np.float32)
+
+
+def filter_rows(waves: np.ndarray, responses) -> np.ndarray:
+  """Zero-phase filtering of rows [B, S] by magnitude responses: `responses(freqs) -> [B, F]`
+  for the rfft bins `freqs` (Hz) of the padded FFT. One FFT pair for all rows."""
+  waves = np.asarray(waves, np.float32)
+  n = scipy.fft.next_fast_len(waves.shape[-1] + _FILTER_PAD, real=True)
+  return _fft_convolve(waves, responses(np.fft.rfftfreq(n, 1 / SAMPLE_RATE)), n)
+
+
+def change_speed(wave: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Kaldi's (sox's) speed perturbation: the audio played `factor` times faster, by resampling.
+
+  Length becomes len / factor (rounded), every frequency (pitch, formants) x factor. A wave [S]
+  or rows [B, S] (each row alone). Deterministic: the pipeline makes one speaker per factor.
+  """
+  if not (factor > 0 and math.isfinite(factor)):
+    raise ValueError(f"change_speed: factor must be a positive number, got {factor!r}")
+  wave = np.asarray(wave, np.float32)
+  if wave.ndim not in (1, 2):
+    raise ValueError(f"change_speed: wave must be [samples] or [rows, samples], got {wave.shape}")
+  if factor == 1:
+    return wave.copy()
+  # Reading the samples as if recorded at sample_rate * factor, then resampling to sample_rate.
+  out = soxr.resample(wave.T, sample_rate * factor, sample_rate)
+  return np.ascontiguousarray(out.T, np.float32)
+
+
+# --- Folders of audio ----------------------------------------------------------------------
+
+def list_audio_files(folder: str | os.PathLike) -> list[str]:
+  """Every .wav / .flac under `folder` (recursively), sorted; an error naming the folder when
+  it is missing, unreadable or has none."""
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f"{folder}: not a folder (missing, or not a directory)")
+
+  def fail(error):
+    raise ValueError(f"{folder}: cannot list the folder ({error})")
+
+  found = sorted(os.path.join(root, name)
+                 for root, _, names in os.walk(folder, onerror=fail, followlinks=True)
+                 for name in names if name.lower().endswith(audio.AUDIO_EXTENSIONS))
+  if not found:
+    raise ValueError(f"{folder}: no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) in it or "
+                     "below")
+  return found
+
+
+class _WaveCache:
+  """Decoded files by path, the least recently used dropped beyond `max_bytes`. Thread-safe;
+  pickles empty (a worker process fills its own)."""
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = int(max_bytes)
+    self._items: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+    self._bytes = 0
+    self._lock = threading.Lock()
+
+  def get(self, key: str) -> np.ndarray | None:
+    with self._lock:
+      value = self._items.get(key)
+      if value is not None:
+        self._items.move_to_end(key)
+      return value
+
+  def put(self, key: str, value: np.ndarray) -> None:
+    with self._lock:
+      if key in self._items or value.nbytes > self.max_bytes:
+        return
+      self._items[key] = value
+      self._bytes += value.nbytes
+      while self._bytes > self.max_bytes:
+        self._bytes -= self._items.popitem(last=False)[1].nbytes
+
+  @property
+  def nbytes(self) -> int:
+    return self._bytes
+
+  def __getstate__(self):
+    return {"max_bytes": self.max_bytes}
+
+  def __setstate__(self, state):
+    self.__init__(state["max_bytes"])
+
+
+class AudioFolder:
+  """The audio files under some folders, drawn from as random 16 kHz mono segments.
+
+  Files are listed at construction and their headers read (a file whose header cannot be read
+  is skipped); samples are decoded lazily: files up to `whole_file_seconds` whole through
+  `hive.data.audio.load_wave` (kept in `cache`), longer ones a segment at a time. A file that
+  fails to decode is skipped too, and its draw moves to the next usable file, so results depend
+  only on the files. `skipped` lists (path, reason) of every file skipped so far.
+  """
+
+  def __init__(self, dirs: Sequence[str | os.PathLike], kind: str,
+               cache: _WaveCache | None = None, whole_file_seconds: float = 60.0):
+    self.kind = kind
+    self.dirs = tuple(os.fspath(d) for d in dirs)
+    if not self.dirs:
+      raise ValueError(f"{kind}: no folders given")
+    self.cache = cache if cache is not None else _WaveCache(256 * 2 ** 20)
+    self.whole_samples = int(whole_file_seconds * SAMPLE_RATE)
+    self.skipped: list[tuple[str, str]] = []
+    self._skipped_paths: set[str] = set()
+    self._bad: set[int] = set()  # Files whose whole decoding failed.
+    self.paths: list[str] = []
+    self._rates: list[int] = []
+    self._lengths: list[int] = []  # At 16 kHz, from the header.
+    for folder in self.dirs:
+      for path in list_audio_files(folder):
+        try:
+          info = sf.info(path)
+        except Exception as e:  # soundfile raises several types for corrupt input.
+          self._skip(path, f"cannot read the header ({type(e).__name__}: {e})")
+          continue
+        if info.frames <= 0 or info.samplerate <= 0:
+          self._skip(path, "zero-length audio (no samples)")
+          continue
+        self.paths.append(path)
+        self._rates.append(int(info.samplerate))
+        self._lengths.append(int(math.ceil(info.frames * SAMPLE_RATE / info.samplerate)))
+    if not self.paths:
+      raise ValueError(f"{kind}: no readable audio under {', '.join(self.dirs)} "
+                       f"({len(self.skipped)} files skipped; first: {self.skipped[0][1]})")
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  @property
+  def skipped_count(self) -> int:
+    return len(self.skipped)
+
+  def _skip(self, path: str, reason: str) -> None:
+    if path not in self._skipped_paths:
+      self._skipped_paths.add(path)
+      self.skipped.append((path, reason))
+      logging.warning("%s source: skipping %s: %s", self.kind, path, reason)
+
+  def segments(self, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
+    """[count, length] float32: each a random file, tiled from a random point if shorter than
+    `length`, else cut at a random offset."""
+    files = rng.integers(len(self.paths), size=count)
+    offsets = rng.random(count)
+    out = np.empty((count, length), np.float32)
+    for row, (file, offset) in enumerate(zip(files, offsets)):
+      out[row] = self._segment(int(file), float(offset), length)
+    return out
+
+  def _segment(self, file: int, offset: float, length: int) -> np.ndarray:
+    for attempt in range(len(self.paths)):
+      index = (file + attempt) % len(self.paths)
+      if index in self._bad:
+        continue
+      try:
+        return self._read(index, offset, length)
+      except audio.BadAudio as e:
+        self._skip(e.path, e.reason)
+    raise ValueError(f"{self.kind}: every file under {', '.join(self.dirs)} is unreadable "
+                     f"({len(self.skipped)} skipped)")
+
+  def _read(self, index: int, offset: float, length: int) -> np.ndarray:
+    path = self.paths[index]
+    if self._lengths[index] <= max(self.whole_samples, length):
+      wave = self.cache.get(path)
+      if wave is None:
+        try:
+          wave = audio.load_wave(path, SAMPLE_RATE)
+        except audio.BadAudio:
+          self._bad.add(index)  # Decoding the whole file fails the same way every time.
+          raise
+        self.cache.put(path, wave)
+      if len(wave) >= length:
+        start = int(offset * (len(wave) - length + 1))
+        return wave[start:start + length]
+      return wave[(int(offset * len(wave)) + np.arange(length)) % len(wave)]
+    # A long file: decode only the segment (a seek), at the file's own rate.
+    rate = self._rates[index]
+    start = int(offset * (self._lengths[index] - length + 1)) * rate // SAMPLE_RATE
+    frames = int(math.ceil(length * rate / SAMPLE_RATE)) + 64
+    try:
+      data = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0]
+    except Exception as e:
+      raise audio.BadAudio(path, f"cannot decode audio ({type(e).__name__}: {e})") from None
+    wave = data.mean(axis=1)
+    if wave.size == 0:
+      raise audio.BadAudio(path, "fewer samples than its header says")
+    if not np.all(np.isfinite(wave)):
+      raise audio.BadAudio(path, "audio contains NaN or Inf samples")
+    if rate != SAMPLE_RATE:
+      wave = soxr.resample(wave, rate, SAMPLE_RATE)
+    if len(wave) < length:
+      wave = np.resize(wave, length)
+    return np.asarray(wave[:length], np.float32)
+
+
+# --- Room impulse responses ----------------------------------------------------------------
+
+def default_cache_dir() -> str:
+  """$HIVE_CACHE/rirs, else ~/.cache/hive/rirs."""
+  return os.path.join(os.environ.get("HIVE_CACHE") or os.path.expanduser("~/.cache/hive"), "rirs")
+
+
+def simulate_rir(rng: np.random.Generator, room_m, rt60_s, max_order: int,
+                 min_distance_m: float) -> np.ndarray:
+  """One RIR of a random shoebox room (pyroomacoustics' image method), as simulated (with the
+  propagation delay before the direct path). Room size, RT60 and positions come from `rng`."""
+  import pyroomacoustics as pra  # Imported here: only bank generation needs it.
+  room_m = np.asarray(room_m, np.float64)
+  for _ in range(100):
+    dims = rng.uniform(room_m[:, 0], room_m[:, 1])
+    rt60 = rng.uniform(*rt60_s)
+    try:
+      absorption, order = pra.inverse_sabine(rt60, dims)
+    except ValueError:  # So dry a room would need absorption > 1: draw another.
+      continue
+    margin = np.minimum(0.5, dims / 4)
+    high = np.array([dims[0] - margin[0], dims[1] - margin[1], min(2.0, dims[2] - margin[2])])
+    low = np.array([margin[0], margin[1], min(1.0, high[2])])
+    source, mic = rng.uniform(low, high), rng.uniform(low, high)
+    if np.linalg.norm(source - mic) < min_distance_m:
+      continue
+    room = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption),
+                       max_order=int(min(order, max_order)))
+    room.add_source(source)
+    room.add_microphone(mic)
+    room.compute_rir()
+    return np.asarray(room.rir[0][0], np.float64)
+  raise ValueError(f"no room drawn in 100 tries satisfies room_m={room_m.tolist()}, "
+                   f"rt60_s={tuple(rt60_s)}, min_distance_m={min_distance_m}")
+
+
+class RirBank:
+  """RIRs [count, L] float32, each aligned (direct path at 0), cut and of unit energy
+  (`normalise_rir`), zero-padded to the longest; their spectra cached for `reverberate`."""
+
+  def __init__(self, rirs: np.ndarray, source: str):
+    rirs = np.asarray(rirs, np.float32)
+    if rirs.ndim != 2 or rirs.shape[0] == 0 or not np.all(np.isfinite(rirs)):
+      raise ValueError(f"{source}: a RIR bank must be a finite [count, samples] array, "
+                       f"got shape {rirs.shape}")
+    self.rirs = rirs
+    self.source = source
+    self._spectra: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return self.rirs.shape[0]
+
+  def __getstate__(self):
+    return {"rirs": self.rirs, "source": self.source}
+
+  def __setstate__(self, state):
+    self.__init__(state["rirs"], state["source"])
+
+  @classmethod
+  def from_rirs(cls, rirs: Sequence[np.ndarray], max_seconds: float, source: str) -> "RirBank":
+    max_samples = max(1, int(max_seconds * SAMPLE_RATE))
+    rirs = [normalise_rir(r, max_samples) for r in rirs]
+    bank = np.zeros((len(rirs), max(len(r) for r in rirs)), np.float32)
+    for row, rir in zip(bank, rirs):
+      row[:len(rir)] = rir
+    return cls(bank, source)
+
+  @classmethod
+  def from_folders(cls, dirs: Sequence[str | os.PathLike], max_seconds: float = 0.5
+                   ) -> tuple["RirBank", list[tuple[str, str]]]:
+    """Every RIR file under `dirs` (any rate/channels; read as 16 kHz mono), and the skipped
+    files as (path, reason)."""
+    rirs, skipped = [], []
+    dirs = [os.fspath(d) for d in dirs]
+    for path in [p for d in dirs for p in list_audio_files(d)]:
+      try:
+        rirs.append(audio.load_wave(path, SAMPLE_RATE))
+      except audio.BadAudio as e:
+        skipped.append((e.path, e.reason))
+        logging.warning("reverb source: skipping %s: %s", e.path, e.reason)
+    if not rirs:
+      raise ValueError(f"reverb: no readable RIR under {', '.join(dirs)} "
+                       f"({len(skipped)} files skipped; first: {skipped[0][1]})")
+    return cls.from_rirs(rirs, max_seconds, f"RIRs under {', '.join(dirs)}"), skipped
+
+  @classmethod
+  def simulated(cls, cache_dir: str | os.PathLike | None = None, count: int = 200, seed: int = 0,
+                room_m=((3.0, 10.0), (3.0, 10.0), (2.5, 4.0)), rt60_s=(0.2, 0.8),
+                max_order: int = 40, min_distance_m: float = 0.5,
+                max_seconds: float = 0.5) -> "RirBank":
+    """The simulated bank for these settings: read from `cache_dir` when there, else generated
+    (RIR i from the seed sequence [seed, i]) and written atomically, so every process and every
+    run gets the same bank. The file name carries a digest of the settings and the seed."""
+    import pyroomacoustics as pra
+    settings = dict(version=RIR_BANK_VERSION, pyroomacoustics=pra.__version__,
+                    sample_rate=SAMPLE_RATE, count=int(count), seed=int(seed),
+                    room_m=[[float(a), float(b)] for a, b in room_m],
+                    rt60_s=[float(t) for t in rt60_s], max_order=int(max_order),
+                    min_distance_m=float(min_distance_m), max_seconds=float(max_seconds))
+    text = json.dumps(settings, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    cache_dir = os.fspath(cache_dir) if cache_dir else default_cache_dir()
+    path = os.path.join(cache_dir, f"rirs-v{RIR_BANK_VERSION}-n{count}-seed{seed}-{digest}.npz")
+    if os.path.exists(path):
+      try:
+        with np.load(path) as stored:
+          if str(stored["settings"]) == text:
+            return cls(stored["rirs"], f"simulated RIR bank {path}")
+        logging.warning("%s: settings differ from its name's; generating it again", path)
+      except Exception as e:  # A damaged cache file is replaced, not fatal.
+        logging.warning("%s: unreadable (%s); generating it again", path, e)
+    if count < 1:
+      raise ValueError(f"reverb.simulated.count must be >= 1, got {count}")
+    logging.info("Simulating %d room impulse responses into %s", count, path)
+    raw = [simulate_rir(np.random.default_rng([int(seed), i]), room_m, rt60_s, max_order,
+                        min_distance_m) for i in range(count)]
+    bank = cls.from_rirs(raw, max_seconds, f"simulated RIR bank {path}")
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as f:
+      np.savez(f, rirs=bank.rirs, settings=np.asarray(text))
+    os.replace(f.name, path)  # Atomic: readers see the old state or the whole file.
+    return bank
+
+  def _spectrum(self, n: int) -> np.ndarray:
+    with self._lock:
+      if n not in self._spectra:
+        self._spectra.clear()  # One crop length at a time is what a pipeline uses.
+        self._spectra[n] = scipy.fft.rfft(self.rirs, n, axis=-1)
+      return self._spectra[n]
+
+  def reverberate(self, waves: np.ndarray, index) -> np.ndarray:
+    """`reverberate(waves, self.rirs[index])`, with the bank's spectra computed once."""
+    waves = np.asarray(waves, np.float32)
+    n = scipy.fft.next_fast_len(waves.shape[-1] + self.rirs.shape[1] - 1, real=True)
+    return _fft_convolve(waves, self._spectrum(n)[np.asarray(index)], n)
+
+
+# --- The batch augmenter -------------------------------------------------------------------
+
+def _check_range(name: str, value, low: float = -math.inf, high: float = math.inf):
+  if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+    raise ValueError(f"augment.wave.{name} must be (low, high) with {low} <= low <= high <= "
+                     f"{high}, got {tuple(value)}")
+
+
+def _check_config(c: ml_collections.ConfigDict) -> None:
+  for kind in (*ADDITIVE_KINDS, "reverb", "telephone", "bandpass", "gain"):
+    p = c[kind].probability
+    if not 0 <= p <= 1:
+      raise ValueError(f"augment.wave.{kind}.probability must be in [0, 1], got {p}")
+  total = sum(c[kind].probability for kind in ADDITIVE_KINDS)
+  if total > 1 + 1e-9:
+    raise ValueError("augment.wave: noise, music and babble probabilities must sum to <= 1 (one "
+                     f"additive source per row at most), got {total:g}")
+  for kind in ADDITIVE_KINDS:
+    _check_range(f"{kind}.snr_db", c[kind].snr_db)
+  _check_range("noise.colour", c.noise.colour)
+  _check_range("babble.speakers", c.babble.speakers, 1)
+  _check_range("bandpass.low_hz", c.bandpass.low_hz, 1e-3, SAMPLE_RATE / 2)
+  _check_range("bandpass.high_hz", c.bandpass.high_hz, 1e-3, SAMPLE_RATE / 2)
+  _check_range("bandpass.order", c.bandpass.order, 1)
+  _check_range("bandpass.eq_bands", c.bandpass.eq_bands, 0)
+  _check_range("bandpass.eq_width_octaves", c.bandpass.eq_width_octaves, 1e-3)
+  _check_range("gain.db", c.gain.db)
+  _check_range("telephone.band_hz", c.telephone.band_hz, 1e-3, TELEPHONE_RATE / 2 - 1e-3)
+  unknown = set(c.telephone.codecs) - set(CODECS)
+  if unknown or not c.telephone.codecs:
+    raise ValueError(f"augment.wave.telephone.codecs must be a non-empty choice of "
+                     f"{', '.join(CODECS)}, got {tuple(c.telephone.codecs)}")
+
+
+class Augmenter:
+  """The waveform augmentation of a config block (`default_config()`), applied per batch.
+
+  Construction lists the source folders and builds (or reads from the cache) the RIR bank, so
+  do it once per process; it pickles without its caches, for input-pipeline workers.
+  `augmenter(waves, speakers, rng)` is `augment_batch`.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict | None = None):
+    c = ml_collections.ConfigDict(config if config is not None else default_config())
+    _check_config(c)
+    self.config = c
+    self.cache = _WaveCache(int(c.cache_mb * 2 ** 20))
+    self.dirs = {kind: [os.fspath(d) for d in c[kind].dirs] for kind in ADDITIVE_KINDS}
+    if c.musan_root:
+      for kind, name in _MUSAN_FOLDERS.items():
+        folder = os.path.join(c.musan_root, name)
+        if not os.path.isdir(folder):
+          raise ValueError(f"{c.musan_root}: not a MUSAN root (no {name}/ folder in it)")
+        self.dirs[kind].append(folder)
+    self._sources: dict[str, AudioFolder] = {}
+    for kind in ADDITIVE_KINDS:
+      if c[kind].probability > 0:
+        self.source(kind)  # Listed now, so a bad folder fails at start-up.
+    self.rir_skipped: list[tuple[str, str]] = []
+    self._rir_bank: RirBank | None = None
+    if c.reverb.probability > 0:
+      self._rir_bank = self.rir_bank
+    logging.info("Waveform augmentation: %s", "; ".join(self.describe()))
+
+  @property
+  def rir_bank(self) -> RirBank:
+    """The RIRs (built on first use when reverb.probability is 0)."""
+    if self._rir_bank is None:
+      r = self.config.reverb
+      if r.dirs:
+        self._rir_bank, self.rir_skipped = RirBank.from_folders(r.dirs, r.max_seconds)
+      else:
+        self._rir_bank = RirBank.simulated(self.config.cache_dir or None, max_seconds=r.max_seconds,
+                                           **r.simulated.to_dict())
+    return self._rir_bank
+
+  def source(self, kind: str) -> AudioFolder | None:
+    """The folders of an additive kind (listed on first use), or None when it has none."""
+    if kind not in self._sources and self.dirs[kind]:
+      self._sources[kind] = AudioFolder(self.dirs[kind], kind, self.cache,
+                                        self.config.whole_file_seconds)
+    return self._sources.get(kind)
+
+  @property
+  def skipped(self) -> dict[str, list[tuple[str, str]]]:
+    """(path, reason) of every source file skipped so far, by kind."""
+    out = {kind: list(src.skipped) for kind, src in self._sources.items()}
+    if self.rir_skipped:
+      out["reverb"] = list(self.rir_skipped)
+    return out
+
+  def describe(self) -> list[str]:
+    """One line per kind that can apply: probability and source."""
+    c, lines = self.config, []
+    if c.reverb.probability > 0:
+      lines.append(f"reverb p={c.reverb.probability:g} ({len(self.rir_bank)} RIRs, "
+                   f"{self.rir_bank.source})")
+    for kind in ADDITIVE_KINDS:
+      if c[kind].probability <= 0:
+        continue
+      source = self.source(kind)
+      if source is not None:
+        where = f"{len(source)} files under {', '.join(source.dirs)}"
+      else:
+        where = {"noise": "generated coloured noise", "music": "no folder: never applied",
+                 "babble": "the batch's other speakers"}[kind]
+      lines.append(f"{kind} p={c[kind].probability:g} SNR {tuple(c[kind].snr_db)} dB ({where})")
+    for kind in ("telephone", "bandpass", "gain"):
+      if c[kind].probability > 0:
+        lines.append(f"{kind} p={c[kind].probability:g}")
+    return lines or ["nothing (every probability is 0)"]
+
+  def __call__(self, waves: np.ndarray, speakers: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    return augment_batch(waves, speakers, rng, self)
+
+  # The additive sources: [rows] -> [len(rows), S] signals (any level; they are scaled to SNR).
+
+  def _additive(self, kind: str, clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    c, source, count, length = self.config, self.source(kind), len(rows), clean.shape[1]
+    if kind == "noise" and source is None:
+      return coloured_noise(rng, count, length, rng.uniform(*c.noise.colour, size=count))
+    if kind != "babble":
+      return source.segments(rng, count, length)
+    low, high = (int(k) for k in c.babble.speakers)
+    sizes = rng.integers(low, high + 1, size=count)
+    if source is None:
+      return batch_babble(clean, speakers, rows, sizes, rng)
+    parts = source.segments(rng, count * high, length).reshape(count, high, length)
+    scale = 1 / np.sqrt(np.maximum(power(parts), 1e-20))  # Each utterance at the same level.
+    scale *= np.arange(high)[None] < sizes[:, None]
+    return np.einsum("rk,rks->rs", scale.astype(np.float32), parts)
+
+
+def batch_babble(clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray, sizes: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+  """[len(rows), S]: for each row, the sum of `sizes[i]` crops of distinct other speakers of the
+  batch (one random crop each; fewer when the batch has fewer other speakers), each scaled to
+  unit power. Never a crop of the row's own speaker."""
+  speakers = np.asarray(speakers)
+  names, speaker_of = np.unique(speakers, return_inverse=True)
+  count, most = len(rows), int(np.max(sizes, initial=0))
+  if count == 0 or most == 0:
+    return np.zeros((count, clean.shape[1]), np.float32)
+  by_speaker = np.argsort(speaker_of, kind="stable")
+  starts = np.searchsorted(speaker_of[by_speaker], np.arange(len(names)))
+  crops_of = np.bincount(speaker_of, minlength=len(names))
+  # Random order of speakers per row, the row's own speaker last (key 2 > any random key).
+  keys = rng.random((count, len(names)))
+  keys[np.arange(count), speaker_of[rows]] = 2.0
+  most = min(most, len(names))
+  chosen = np.argsort(keys, axis=1)[:, :most]
+  picks = rng.random((count, most))
+  sources = by_speaker[starts[chosen] + (picks * crops_of[chosen]).astype(np.int64)]
+  used = (np.arange(most)[None] < np.minimum(sizes, len(names) - 1)[:, None])
+  weights = np.zeros((count, clean.shape[0]), np.float32)
+  scale = 1 / np.sqrt(np.maximum(power(clean), 1e-20))
+  np.add.at(weights, (np.repeat(np.arange(count), most), sources.ravel()),
+            (used * scale[sources]).ravel().astype(np.float32))
+  return weights @ clean
+
+
+def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Generator,
+                  augmenter: Augmenter) -> np.ndarray:
+  """The augmentation of one batch: float32 [B, S] crops at 16 kHz (full scale 1.0) and their
+  speaker ids [B] -> float32 [B, S], a pure function of (waves, speakers, rng state) for a given
+  augmenter. Rows not picked by any kind come back unchanged."""
+  waves = np.asarray(waves)
+  if waves.ndim != 2 or not np.issubdtype(waves.dtype, np.floating):
+    raise ValueError(f"augment_batch: waves must be float [batch, samples], got {waves.dtype} "
+                     f"{waves.shape} (int16 audio: divide by 32768 first)")
+  speakers = np.asarray(speakers)
+  if speakers.shape != waves.shape[:1]:
+    raise ValueError(f"augment_batch: {speakers.shape} speakers for {waves.shape[0]} rows")
+  c, b = augmenter.config, waves.shape[0]
+  clean = np.ascontiguousarray(waves, np.float32)
+  out = clean.copy()
+  if b == 0:
+    return out
+
+  # Every draw from `rng` has a fixed shape; sources draw from their own child generators.
+  reverb_on = rng.random(b) < c.reverb.probability
+  rir_pick = rng.random(b)
+  additive_pick = rng.random(b)
+  snr_db = {kind: rng.uniform(*c[kind].snr_db, size=b) for kind in ADDITIVE_KINDS}
+  telephone_on = rng.random(b) < c.telephone.probability
+  codec_pick = rng.integers(len(c.telephone.codecs), size=b)
+  bandpass_on = rng.random(b) < c.bandpass.probability
+  bp = c.bandpass
+  low_hz = np.exp(rng.uniform(np.log(bp.low_hz[0]), np.log(bp.low_hz[1]), size=b))
+  high_hz = rng.uniform(*bp.high_hz, size=b)
+  order = rng.integers(bp.order[0], bp.order[1] + 1, size=b)
+  bands = rng.integers(bp.eq_bands[0], bp.eq_bands[1] + 1, size=b)
+  most_bands = max(int(bp.eq_bands[1]), 1)
+  eq_centre = np.exp(rng.uniform(np.log(100.0), np.log(6000.0), size=(b, most_bands)))
+  eq_gain = rng.uniform(-bp.eq_gain_db, bp.eq_gain_db, size=(b, most_bands))
+  eq_gain *= np.arange(most_bands)[None] < bands[:, None]
+  eq_width = rng.uniform(*bp.eq_width_octaves, size=(b, most_bands))
+  gain_on = rng.random(b) < c.gain.probability
+  gain_db = rng.uniform(*c.gain.db, size=b)
+  children = [np.random.default_rng(s) for s in rng.integers(2 ** 63, size=len(ADDITIVE_KINDS))]
+
+  rows = np.flatnonzero(reverb_on)
+  if rows.size:
+    bank = augmenter.rir_bank
+    out[rows] = bank.reverberate(out[rows], (rir_pick[rows] * len(bank)).astype(np.int64))
+
+  # Additive kind per row: noise, music, babble by cumulative probability, else none. Music
+  # without folders leaves its share of rows clean rather than shifting the others' shares.
+  edges = np.cumsum([c[kind].probability for kind in ADDITIVE_KINDS])
+  chosen = np.searchsorted(edges, additive_pick, side="right")
+  for k, (kind, child) in enumerate(zip(ADDITIVE_KINDS, children)):
+    rows = np.flatnonzero(chosen == k)
+    if rows.size and (kind != "music" or augmenter.source(kind) is not None):
+      added = augmenter._additive(kind, clean, speakers, rows, child)
+      gains = snr_gains(power(out[rows]), power(added), snr_db[kind][rows])
+      out[rows] += gains[:, None].astype(np.float32) * added
+
+  rows = np.flatnonzero(telephone_on)
+  if rows.size:
+    codecs = [c.telephone.codecs[i] for i in codec_pick[rows]]
+    out[rows] = telephone(out[rows], codecs, tuple(c.telephone.band_hz))
+
+  rows = np.flatnonzero(bandpass_on)
+  if rows.size:
+    out[rows] = filter_rows(out[rows], lambda freqs: band_eq_response(
+        freqs, low_hz[rows], high_hz[rows], order[rows], eq_centre[rows], eq_gain[rows],
+        eq_width[rows]))
+
+  rows = np.flatnonzero(gain_on)
+  out[rows] *= (10 ** (gain_db[rows] / 20)).astype(np.float32)[:, None]
+  return out
+
+
+# --- Evaluation corruptions ----------------------------------------------------------------
+
+DEGRADE_FORMS = ("'none', 'telephone', 'reverb', 'noise:SNR' (SNR in dB, e.g. noise:5), or "
+                 "several joined by '+' (e.g. telephone+noise:10)")
+
+
+def parse_degrade(spec: str) -> dict:
+  """A --degrade spec -> {'reverb': bool, 'noise': SNR in dB or None, 'telephone': bool}."""
+  parsed = {"reverb": False, "noise": None, "telephone": False}
+  parts = [p.strip() for p in str(spec).split("+")]
+  if parts == ["none"]:
+    return parsed
+  for part in parts:
+    name, _, argument = part.partition(":")
+    if name in ("reverb", "telephone") and not argument:
+      seen = parsed[name]
+      parsed[name] = True
+    elif name == "noise" and argument:
+      try:
+        snr = float(argument)
+      except ValueError:
+        snr = math.nan
+      if not math.isfinite(snr):
+        raise ValueError(f"--degrade={spec!r}: {argument!r} is not an SNR in dB; accepted: "
+                         f"{DEGRADE_FORMS}")
+      seen = parsed["noise"] is not None
+      parsed["noise"] = snr
+    else:
+      raise ValueError(f"--degrade={spec!r}: unknown part {part!r}; accepted: {DEGRADE_FORMS}")
+    if seen:
+      raise ValueError(f"--degrade={spec!r}: {name} given twice; accepted: {DEGRADE_FORMS}")
+  return parsed
+
+
+@functools.lru_cache(maxsize=1)
+def _default_rir_bank() -> RirBank:
+  r = default_config().reverb
+  return RirBank.simulated(None, max_seconds=r.max_seconds, **r.simulated.to_dict())
+
+
+def degrade(wave: np.ndarray, spec: str, seed: int = 0,
+            augmenter: Augmenter | None = None) -> np.ndarray:
+  """One utterance float32 [S] at 16 kHz, corrupted by `spec` (see `DEGRADE_FORMS`) -> [S].
+
+  Applied in the order sound meets them, whatever the order written: reverb (a RIR of the
+  augmenter's bank, else of the default simulated bank, cached), noise (at exactly SNR dB over
+  the whole utterance after reverb; from the augmenter's noise folders, else seeded pink noise,
+  power ~ 1/f), telephone (8 kHz, 300-3400 Hz, G.711 mu-law). Deterministic in (wave, spec,
+  seed): pass a per-utterance seed (e.g. zlib.crc32 of its id) so utterances differ. Each kind
+  draws from its own stream, so 'noise:5' and 'reverb+noise:5' add the same noise.
+  """
+  parsed = parse_degrade(spec)
+  wave = np.asarray(wave, np.float32)
+  if wave.ndim != 1 or wave.size == 0:
+    raise ValueError(f"degrade: wave must be a non-empty [samples] array, got shape {wave.shape}")
+  out = wave[None].copy()
+  if parsed["reverb"]:
+    bank = augmenter.rir_bank if augmenter is not None else _default_rir_bank()
+    index = np.random.default_rng([_DEGRADE_TAG, int(seed), 0]).integers(len(bank))
+    out = bank.reverberate(out, [index])
+  if parsed["noise"] is not None:
+    rng = np.random.default_rng([_DEGRADE_TAG, int(seed), 1])
+    source = augmenter.source("noise") if augmenter is not None else None
+    noise = (source.segments(rng, 1, wave.size) if source is not None
+             else coloured_noise(rng, 1, wave.size, 1.0))
+    out = mix_at_snr(out, noise, parsed["noise"])
+  if parsed["telephone"]:
+    out = telephone(out, "mulaw")
+  return out[0]
