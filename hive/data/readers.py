@@ -408,10 +408,11 @@ def read_kaldi(root: str | os.PathLike) -> Corpus:
                       "extract the segments to files first")
   utt2spk = {key: rest for _, key, rest in _read_table(root / "utt2spk")}
   spk2gender = root / "spk2gender"
+  # Notices' path is spk2gender itself, so their messages name it only by name.
   labels = _GenderNotices(
       {k: parse_gender(v) for _, k, v in _read_table(spk2gender)}
       if spk2gender.is_file() else {},
-      str(spk2gender) if spk2gender.is_file() else None, str(spk2gender))
+      spk2gender.name if spk2gender.is_file() else None, spk2gender.name)
   utterances, skips = [], []
   seen: set[str] = set()
   scp = root / "wav.scp"
