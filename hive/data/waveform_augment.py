@@ -61,7 +61,6 @@ _DEGRADE_TAG = 0x64656772  # "degr"
 ADDITIVE_KINDS = ("noise", "music", "babble")
 CODECS = ("mulaw", "alaw", "gsm", "none")
 _SF_SUBTYPES = {"mulaw": "ULAW", "alaw": "ALAW", "gsm": "GSM610"}
-_MAX_SF_CHANNELS = 1024  # libsndfile's limit on channels in one file.
 # Zero padding (samples) for FFT filtering, so a smooth response's impulse response does not
 # wrap around from one end of the crop to the other.
 _FILTER_PAD = 2048
@@ -77,7 +76,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.musan_root = ""
   # Where the simulated RIR bank is cached; empty: $HIVE_CACHE/rirs or ~/.cache/hive/rirs.
   c.cache_dir = ""
-  c.cache_mb = 256  # Decoded source audio kept in memory, per process, all folders together.
+  # Decoded source audio kept in memory, per process, all folders together (512 MB: 2.3 h).
+  c.cache_mb = 512
   # Files up to this long are decoded whole (and cached); longer ones are read a segment at a
   # time, so long music or speech recordings are never decoded whole for 1.6 s of them.
   c.whole_file_seconds = 60.0
@@ -90,7 +90,9 @@ def default_config() -> ml_collections.ConfigDict:
       probability=0.2,
       snr_db=(0.0, 15.0),
       dirs=(),  # Empty: generated coloured noise (below) instead.
-      colour=(0.0, 2.0),  # Generated noise's power ~ 1/f^x, x uniform: 0 white, 1 pink, 2 brown.
+      # Generated noise: power ~ 1/f^x for x one of these per row (0 white, 1 pink, 2 brown),
+      # cut at a random offset from a seeded 65 s bank per colour made once per process.
+      colours=(0.0, 1.0, 2.0),
   ))
   c.music = ml_collections.ConfigDict(dict(
       probability=0.15,
@@ -101,6 +103,10 @@ def default_config() -> ml_collections.ConfigDict:
       probability=0.15,
       snr_db=(13.0, 20.0),
       speakers=(3, 7),  # How many utterances are summed (uniform, inclusive).
+      # Folder babble only: utterances read per batch, shared by that batch's babble rows (each
+      # sums its own random choice of them): bounds the reads to `pool` a batch rather than up
+      # to 7 a row. 0: every row reads its own.
+      pool=16,
       # Empty: other speakers' crops of the same batch (never a row of the row's own speaker),
       # each scaled to the same power before summing.
       dirs=(),
@@ -126,7 +132,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.telephone = ml_collections.ConfigDict(dict(
       probability=0.1,
-      codecs=("mulaw", "alaw", "gsm"),  # One per row, uniformly, of: mulaw, alaw, gsm, none.
+      # One per row, uniformly, of: mulaw, alaw (G.711, nearly free), gsm (GSM 06.10: libsndfile
+      # encodes one row at a time, ~2 ms a row), none.
+      codecs=("mulaw", "alaw"),
       band_hz=(300.0, 3400.0),  # The G.712 telephone band (4th-order Butterworth at 8 kHz).
   ))
   c.bandpass = ml_collections.ConfigDict(dict(
@@ -159,7 +167,7 @@ def batch_rng(seed: int, step: int, process_index: int = 0) -> np.random.Generat
 def power(waves: np.ndarray) -> np.ndarray:
   """Mean square along the last axis (float64)."""
   waves = np.asarray(waves, np.float32)
-  return np.einsum("...i,...i->...", waves, waves).astype(np.float64) / max(waves.shape[-1], 1)
+  return np.vecdot(waves, waves).astype(np.float64) / max(waves.shape[-1], 1)
 
 
 def snr_gains(speech_power, noise_power, snr_db) -> np.ndarray:
@@ -188,6 +196,31 @@ def coloured_noise(rng: np.random.Generator, count: int, length: int,
   spectrum *= bins[None] ** (-exponents[:, None] / 2)
   noise = scipy.fft.irfft(spectrum, n, axis=-1)[:, :length]
   return (noise / np.sqrt(np.maximum(power(noise), 1e-30))[:, None]).astype(np.float32)
+
+
+NOISE_BANK_SAMPLES = 2 ** 20  # 65.5 s per colour.
+
+
+@functools.lru_cache(maxsize=4)
+def noise_bank(colours: tuple[float, ...], seed: int = 0) -> np.ndarray:
+  """[len(colours), NOISE_BANK_SAMPLES] coloured noise, the same in every process (seeded)."""
+  return coloured_noise(np.random.default_rng([_BATCH_TAG, seed]), len(colours),
+                        NOISE_BANK_SAMPLES, colours)
+
+
+def noise_bank_segments(rng: np.random.Generator, count: int, length: int,
+                        colours: tuple[float, ...]) -> np.ndarray:
+  """[count, length] segments of `noise_bank(colours)`: a random colour and offset each.
+  Cutting from a bank costs a copy, where generating noise costs a Gaussian draw and an FFT."""
+  bank = noise_bank(colours)
+  which = rng.integers(len(colours), size=count)
+  if length > bank.shape[1]:
+    return coloured_noise(rng, count, length, np.asarray(colours)[which])
+  starts = rng.integers(bank.shape[1] - length + 1, size=count)
+  out = np.empty((count, length), np.float32)
+  for row, (colour, start) in enumerate(zip(which, starts)):
+    out[row] = bank[colour, start:start + length]
+  return out
 
 
 def _fft_convolve(waves: np.ndarray, kernel_spectra: np.ndarray, n: int) -> np.ndarray:
@@ -229,27 +262,45 @@ def _fit_length(waves: np.ndarray, length: int) -> np.ndarray:
   return np.pad(waves, [(0, 0)] * (waves.ndim - 1) + [(0, length - waves.shape[-1])])
 
 
-def codec_roundtrip(waves: np.ndarray, codec: str, rate: int = TELEPHONE_RATE) -> np.ndarray:
-  """Rows [B, T] encoded and decoded by libsndfile: 'mulaw' / 'alaw' (G.711, 8 bits), 'gsm'
-  (GSM 06.10 full rate, 8 kHz), 'none'. Input is clipped to full scale first, as a codec does."""
+def libsndfile_roundtrip(waves: np.ndarray, subtype: str, rate: int = TELEPHONE_RATE,
+                         channels: int = 1) -> np.ndarray:
+  """Rows [B, T] written as a WAV of libsndfile `subtype` in memory and read back (float32),
+  `channels` rows per file. Input beyond full scale is clipped first, as a codec does."""
+  waves = np.asarray(waves)
+  if np.issubdtype(waves.dtype, np.floating):
+    # Without clipping libsndfile would wrap values beyond full scale around.
+    waves = np.clip(waves, -1.0, 1.0 - 2.0 ** -15).astype(np.float32)
+  out = np.empty(waves.shape, np.float32)
+  for start in range(0, waves.shape[0], channels):
+    buffer = io.BytesIO()
+    sf.write(buffer, waves[start:start + channels].T, rate, format="WAV", subtype=subtype)
+    buffer.seek(0)
+    decoded = sf.read(buffer, dtype="float32", always_2d=True)[0].T
+    out[start:start + channels] = _fit_length(decoded, waves.shape[1])
+  return out
+
+
+@functools.lru_cache(maxsize=4)
+def _g711_table(subtype: str) -> np.ndarray:
+  """libsndfile's G.711 round trip of every int16 value (float32 [65536], by value + 32768)."""
+  every = np.arange(-32768, 32768, dtype=np.int16)[None]
+  return libsndfile_roundtrip(every, subtype, channels=1)[0]
+
+
+def codec_roundtrip(waves: np.ndarray, codec: str) -> np.ndarray:
+  """Rows [B, T] at 8 kHz encoded and decoded: 'mulaw' / 'alaw' (G.711, 8 bits a sample, ITU
+  segment tables), 'gsm' (GSM 06.10 full rate), 'none'; all by libsndfile. Input is clipped to
+  full scale, as a codec does. G.711 is memoryless, so it is applied as a table of libsndfile's
+  round trip of every 16-bit value (the same result, without encoding rows as files)."""
   if codec not in CODECS:
     raise ValueError(f"unknown codec {codec!r}; accepted: {', '.join(CODECS)}")
   waves = np.asarray(waves, np.float32)
   if codec == "none" or waves.shape[0] == 0:
     return waves.copy()
-  # Without clipping libsndfile would wrap values beyond full scale around.
-  clipped = np.clip(waves, -1.0, 1.0 - 2.0 ** -15)
-  # GSM 06.10 is mono in libsndfile: one row at a time; G.711 takes all rows as channels.
-  width = 1 if codec == "gsm" else _MAX_SF_CHANNELS
-  out = np.empty_like(clipped)
-  for start in range(0, clipped.shape[0], width):
-    buffer = io.BytesIO()
-    sf.write(buffer, clipped[start:start + width].T, rate, format="WAV",
-             subtype=_SF_SUBTYPES[codec])
-    buffer.seek(0)
-    decoded = sf.read(buffer, dtype="float32", always_2d=True)[0].T
-    out[start:start + width] = _fit_length(decoded, clipped.shape[1])
-  return out
+  if codec == "gsm":  # Mono only in libsndfile: one row a file.
+    return libsndfile_roundtrip(waves, _SF_SUBTYPES[codec], channels=1)
+  pcm = np.clip(np.rint(waves * 32768.0), -32768, 32767).astype(np.int32)
+  return _g711_table(_SF_SUBTYPES[codec])[pcm + 32768]
 
 
 def telephone(waves: np.ndarray, codecs: str | Sequence[str] = "mulaw",
@@ -294,12 +345,21 @@ def band_eq_response(freqs: np.ndarray, low_hz, high_hz, order, eq_centre_hz=Non
   return magnitude.astype(np.float32)
 
 
-def filter_rows(waves: np.ndarray, responses) -> np.ndarray:
-  """Zero-phase filtering of rows [B, S] by magnitude responses: `responses(freqs) -> [B, F]`
-  for the rfft bins `freqs` (Hz) of the padded FFT. One FFT pair for all rows."""
+def filter_rows(waves: np.ndarray, responses, coarse: int = 8) -> np.ndarray:
+  """Zero-phase filtering of rows [B, S] by smooth magnitude responses: `responses(freqs)`
+  -> [B, len(freqs)] is evaluated on every `coarse`-th rfft bin of the padded FFT (Hz) and
+  interpolated linearly in between (bins are ~0.6 Hz apart: a smooth response loses nothing,
+  and its exp/power cost drops `coarse` times). One FFT pair for all rows."""
   waves = np.asarray(waves, np.float32)
   n = scipy.fft.next_fast_len(waves.shape[-1] + _FILTER_PAD, real=True)
-  return _fft_convolve(waves, responses(np.fft.rfftfreq(n, 1 / SAMPLE_RATE)), n)
+  freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+  knots = np.unique(np.r_[np.arange(0, freqs.size, coarse), freqs.size - 1])
+  sparse = np.asarray(responses(freqs[knots]), np.float32)
+  right = np.clip(np.searchsorted(knots, np.arange(freqs.size), side="right"), 1, knots.size - 1)
+  weight = ((np.arange(freqs.size) - knots[right - 1]) / (knots[right] - knots[right - 1]))
+  weight = weight.astype(np.float32)
+  dense = sparse[:, right - 1] * (1 - weight) + sparse[:, right] * weight
+  return _fft_convolve(waves, dense, n)
 
 
 def change_speed(wave: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -382,10 +442,11 @@ class AudioFolder:
   """The audio files under some folders, drawn from as random 16 kHz mono segments.
 
   Files are listed at construction and their headers read (a file whose header cannot be read
-  is skipped); samples are decoded lazily: files up to `whole_file_seconds` whole through
-  `hive.data.audio.load_wave` (kept in `cache`), longer ones a segment at a time. A file that
-  fails to decode is skipped too, and its draw moves to the next usable file, so results depend
-  only on the files. `skipped` lists (path, reason) of every file skipped so far.
+  is skipped); samples are decoded lazily: files up to `whole_file_seconds` whole, by
+  `hive.data.audio.load_wave`, and kept in `cache` (a segment is then a slice); longer ones a
+  segment at a time (a seek: cheap in WAV, ~1-2 ms in FLAC). A file that fails to decode is
+  skipped and its draw moves to the next usable file, so results depend only on the files.
+  `skipped` lists (path, reason) of every file skipped so far.
   """
 
   def __init__(self, dirs: Sequence[str | os.PathLike], kind: str,
@@ -394,7 +455,7 @@ class AudioFolder:
     self.dirs = tuple(os.fspath(d) for d in dirs)
     if not self.dirs:
       raise ValueError(f"{kind}: no folders given")
-    self.cache = cache if cache is not None else _WaveCache(256 * 2 ** 20)
+    self.cache = cache if cache is not None else _WaveCache(512 * 2 ** 20)
     self.whole_samples = int(whole_file_seconds * SAMPLE_RATE)
     self.skipped: list[tuple[str, str]] = []
     self._skipped_paths: set[str] = set()
@@ -477,7 +538,7 @@ class AudioFolder:
       data = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0]
     except Exception as e:
       raise audio.BadAudio(path, f"cannot decode audio ({type(e).__name__}: {e})") from None
-    wave = data.mean(axis=1)
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     if wave.size == 0:
       raise audio.BadAudio(path, "fewer samples than its header says")
     if not np.all(np.isfinite(wave)):
@@ -646,7 +707,8 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
                      f"additive source per row at most), got {total:g}")
   for kind in ADDITIVE_KINDS:
     _check_range(f"{kind}.snr_db", c[kind].snr_db)
-  _check_range("noise.colour", c.noise.colour)
+  if not c.noise.colours:
+    raise ValueError("augment.wave.noise.colours must name at least one spectral exponent")
   _check_range("babble.speakers", c.babble.speakers, 1)
   _check_range("bandpass.low_hz", c.bandpass.low_hz, 1e-3, SAMPLE_RATE / 2)
   _check_range("bandpass.high_hz", c.bandpass.high_hz, 1e-3, SAMPLE_RATE / 2)
@@ -749,17 +811,23 @@ class Augmenter:
                 rng: np.random.Generator) -> np.ndarray:
     c, source, count, length = self.config, self.source(kind), len(rows), clean.shape[1]
     if kind == "noise" and source is None:
-      return coloured_noise(rng, count, length, rng.uniform(*c.noise.colour, size=count))
+      return noise_bank_segments(rng, count, length, tuple(float(x) for x in c.noise.colours))
     if kind != "babble":
       return source.segments(rng, count, length)
     low, high = (int(k) for k in c.babble.speakers)
     sizes = rng.integers(low, high + 1, size=count)
     if source is None:
       return batch_babble(clean, speakers, rows, sizes, rng)
-    parts = source.segments(rng, count * high, length).reshape(count, high, length)
-    scale = 1 / np.sqrt(np.maximum(power(parts), 1e-20))  # Each utterance at the same level.
-    scale *= np.arange(high)[None] < sizes[:, None]
-    return np.einsum("rk,rks->rs", scale.astype(np.float32), parts)
+    if c.babble.pool > 0:
+      parts = source.segments(rng, int(c.babble.pool), length)
+      chosen = np.argsort(rng.random((count, len(parts))), axis=1)[:, :high]
+    else:
+      parts = source.segments(rng, count * high, length)
+      chosen = np.arange(count * high).reshape(count, high)
+    # Each utterance at the same level (unit power) before summing.
+    scale = 1 / np.sqrt(np.maximum(power(parts), 1e-20))
+    used = np.arange(chosen.shape[1])[None] < sizes[:, None]
+    return sum_rows(parts, chosen, (used * scale[chosen]).astype(np.float32))
 
 
 def batch_babble(clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray, sizes: np.ndarray,
@@ -783,11 +851,18 @@ def batch_babble(clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray, size
   picks = rng.random((count, most))
   sources = by_speaker[starts[chosen] + (picks * crops_of[chosen]).astype(np.int64)]
   used = (np.arange(most)[None] < np.minimum(sizes, len(names) - 1)[:, None])
-  weights = np.zeros((count, clean.shape[0]), np.float32)
-  scale = 1 / np.sqrt(np.maximum(power(clean), 1e-20))
-  np.add.at(weights, (np.repeat(np.arange(count), most), sources.ravel()),
-            (used * scale[sources]).ravel().astype(np.float32))
-  return weights @ clean
+  weights = (used / np.sqrt(np.maximum(power(clean), 1e-20))[sources]).astype(np.float32)
+  return sum_rows(clean, sources, weights)
+
+
+def sum_rows(waves: np.ndarray, which: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """out[i] = sum_k weights[i, k] * waves[which[i, k]]: [len(which), S]. Row by row: cheaper
+  than a [rows, batch] x [batch, S] product that would be mostly zeros, and than gathering
+  [rows, k, S] at once."""
+  out = np.empty((len(which), waves.shape[1]), np.float32)
+  for row in range(len(which)):
+    out[row] = weights[row] @ waves[which[row]]
+  return out
 
 
 def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Generator,
@@ -839,12 +914,14 @@ def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Genera
   # without folders leaves its share of rows clean rather than shifting the others' shares.
   edges = np.cumsum([c[kind].probability for kind in ADDITIVE_KINDS])
   chosen = np.searchsorted(edges, additive_pick, side="right")
+  speech_power = power(out)  # After reverb; one additive kind a row, so computed once.
   for k, (kind, child) in enumerate(zip(ADDITIVE_KINDS, children)):
     rows = np.flatnonzero(chosen == k)
     if rows.size and (kind != "music" or augmenter.source(kind) is not None):
       added = augmenter._additive(kind, clean, speakers, rows, child)
-      gains = snr_gains(power(out[rows]), power(added), snr_db[kind][rows])
-      out[rows] += gains[:, None].astype(np.float32) * added
+      gains = snr_gains(speech_power[rows], power(added), snr_db[kind][rows])
+      added *= gains[:, None].astype(np.float32)
+      out[rows] += added
 
   rows = np.flatnonzero(telephone_on)
   if rows.size:
