@@ -143,6 +143,7 @@ def default_config() -> ml_collections.ConfigDict:
       high_hz=(3000.0, 7500.0),  # Low-pass corner, uniform.
       order=(1, 4),  # Butterworth magnitude order (uniform integer, inclusive).
       eq_bands=(0, 3),  # Number of Gaussian (in log-frequency) EQ bumps, uniform inclusive.
+      eq_centre_hz=(100.0, 6000.0),  # Each bump's centre, log-uniform.
       eq_gain_db=6.0,  # Each bump's gain uniform in +-this.
       eq_width_octaves=(0.5, 2.0),  # Each bump's standard deviation, in octaves.
   ))
@@ -671,7 +672,10 @@ class RirBank:
     os.makedirs(cache_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as f:
       np.savez(f, rirs=bank.rirs, settings=np.asarray(text))
-    os.replace(f.name, path)  # Atomic: readers see the old state or the whole file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # A cache others may share, not mkstemp's private 0600.
+    os.replace(f.name, path)  # Atomic: readers see no file or the whole file.
     return bank
 
   def _spectrum(self, n: int) -> np.ndarray:
@@ -710,11 +714,18 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
   if not c.noise.colours:
     raise ValueError("augment.wave.noise.colours must name at least one spectral exponent")
   _check_range("babble.speakers", c.babble.speakers, 1)
+  for name, value in (("babble.pool", c.babble.pool), ("cache_mb", c.cache_mb),
+                      ("whole_file_seconds", c.whole_file_seconds)):
+    if value < 0:
+      raise ValueError(f"augment.wave.{name} must be >= 0, got {value}")
+  if not c.reverb.max_seconds > 0:
+    raise ValueError(f"augment.wave.reverb.max_seconds must be > 0, got {c.reverb.max_seconds}")
   _check_range("bandpass.low_hz", c.bandpass.low_hz, 1e-3, SAMPLE_RATE / 2)
   _check_range("bandpass.high_hz", c.bandpass.high_hz, 1e-3, SAMPLE_RATE / 2)
   _check_range("bandpass.order", c.bandpass.order, 1)
   _check_range("bandpass.eq_bands", c.bandpass.eq_bands, 0)
   _check_range("bandpass.eq_width_octaves", c.bandpass.eq_width_octaves, 1e-3)
+  _check_range("bandpass.eq_centre_hz", c.bandpass.eq_centre_hz, 1e-3, SAMPLE_RATE / 2)
   _check_range("gain.db", c.gain.db)
   _check_range("telephone.band_hz", c.telephone.band_hz, 1e-3, TELEPHONE_RATE / 2 - 1e-3)
   unknown = set(c.telephone.codecs) - set(CODECS)
@@ -732,7 +743,9 @@ class Augmenter:
   """
 
   def __init__(self, config: ml_collections.ConfigDict | None = None):
-    c = ml_collections.ConfigDict(config if config is not None else default_config())
+    # A deep copy: later edits of the caller's config must not change this augmenter.
+    c = ml_collections.ConfigDict(
+        config if config is not None else default_config()).copy_and_resolve_references()
     _check_config(c)
     self.config = c
     self.cache = _WaveCache(int(c.cache_mb * 2 ** 20))
@@ -897,7 +910,7 @@ def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Genera
   order = rng.integers(bp.order[0], bp.order[1] + 1, size=b)
   bands = rng.integers(bp.eq_bands[0], bp.eq_bands[1] + 1, size=b)
   most_bands = max(int(bp.eq_bands[1]), 1)
-  eq_centre = np.exp(rng.uniform(np.log(100.0), np.log(6000.0), size=(b, most_bands)))
+  eq_centre = np.exp(rng.uniform(*np.log(bp.eq_centre_hz), size=(b, most_bands)))
   eq_gain = rng.uniform(-bp.eq_gain_db, bp.eq_gain_db, size=(b, most_bands))
   eq_gain *= np.arange(most_bands)[None] < bands[:, None]
   eq_width = rng.uniform(*bp.eq_width_octaves, size=(b, most_bands))
