@@ -4,11 +4,12 @@
 
 Times `hive.data.waveform_augment.Augmenter` on one process, each kind alone on every row, then
 all kinds together at the default probabilities and on every row. Crops are real speech
-(LibriSpeech sample, 48 speakers x 3) when the shared data is there, else Gaussian noise; babble
-folders are the same LibriSpeech sample; noise and music folders are generated into a temporary
-folder (WAV/FLAC, 8 to 44.1 kHz, mono and stereo, 3 s to 2 min). The RIR bank is the default
-simulated one (generated into the cache the first time, ~20 s). After two warm-up batches (which
-fill the decoded-file cache and the RIR spectra), reports the median and mean of `--batches`.
+(LibriSpeech sample, 48 speakers x 3) when the shared data is there, else Gaussian noise.
+Source folders are generated into a temporary folder (see `write_sources`): a MUSAN-like root
+(16 kHz WAV, as MUSAN ships) and a noise folder of mixed formats; one more babble row reads the
+LibriSpeech sample's FLAC files in place. The RIR bank is the default simulated one (generated
+into the cache the first time, ~20 s). After two warm-up batches (which fill the decoded-file
+cache and the RIR spectra), reports the median and mean of `--batches`.
 
 Prints a markdown table and one JSON object with the figures as its last line. The target is
 >= 6 batches/s (<= 167 ms a batch) with everything on, on a machine shared with training.
@@ -53,30 +54,37 @@ def speech_crops(data_root: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str]:
   return np.stack(crops), np.asarray(ids), f"LibriSpeech, {len(speakers)} speakers x 3"
 
 
-def write_sources(folder: pathlib.Path) -> dict[str, str]:
-  """Generated noise and music folders in assorted formats, rates and lengths."""
+def write_sources(folder: pathlib.Path, speech: np.ndarray) -> dict[str, str]:
+  """Generated source folders: a MUSAN-like root (16 kHz mono WAV as MUSAN ships: noise/ 30
+  files of 2-60 s, music/ 10 of 1.5-3 min, speech/ 8 of 2 min cut from `speech`) and a noise
+  folder of mixed formats (FLAC and WAV, 8 to 44.1 kHz, mono and stereo, 3 s to 2 min)."""
   rng = np.random.default_rng(1)
+  musan = folder / "musan"
+  for sub in ("noise", "music", "speech"):
+    (musan / sub).mkdir(parents=True)
+  for i, seconds in enumerate(np.geomspace(2, 60, 30)):
+    noise = wa.coloured_noise(rng, 1, int(seconds * wa.SAMPLE_RATE), rng.uniform(0, 2))[0]
+    sf.write(musan / "noise" / f"noise-{i:04d}.wav", 0.05 * noise, wa.SAMPLE_RATE)
+  for i in range(10):
+    t = np.arange(int(rng.uniform(90, 180) * wa.SAMPLE_RATE)) / wa.SAMPLE_RATE
+    notes = 110 * 2 ** (rng.integers(0, 36, size=4) / 12)
+    music = sum(np.sin(2 * np.pi * f * t) for f in notes) * 0.05
+    sf.write(musan / "music" / f"music-{i:04d}.wav", music, wa.SAMPLE_RATE)
+  talk = np.resize(speech.ravel(), 8 * 120 * wa.SAMPLE_RATE).reshape(8, -1)
+  for i, row in enumerate(talk):
+    sf.write(musan / "speech" / f"speech-{i:04d}.wav", np.roll(row, i * 12345), wa.SAMPLE_RATE)
+  mixed = folder / "mixed"
+  mixed.mkdir()
   formats = [(16000, 1, "WAV", 3.0), (44100, 2, "FLAC", 8.0), (8000, 1, "WAV", 20.0),
              (22050, 1, "FLAC", 45.0), (16000, 2, "FLAC", 120.0)]
-  out = {}
-  for kind in ("noise", "music"):
-    (folder / kind).mkdir(parents=True)
-    for i in range(20):
-      rate, channels, fmt, seconds = formats[i % len(formats)]
-      n = int(rate * seconds)
-      if kind == "noise":
-        signal = wa.coloured_noise(rng, channels, n, rng.uniform(0, 2)).T * 0.05
-      else:
-        t = np.arange(n) / rate
-        notes = 110 * 2 ** (rng.integers(0, 36, size=4) / 12)
-        signal = sum(np.sin(2 * np.pi * f * t) for f in notes)[:, None] * 0.05
-        signal = np.repeat(signal, channels, axis=1)
-      sf.write(folder / kind / f"{kind}{i:02d}.{fmt.lower()}", signal, rate, format=fmt)
-    out[kind] = str(folder / kind)
-  return out
+  for i in range(20):
+    rate, channels, fmt, seconds = formats[i % len(formats)]
+    noise = wa.coloured_noise(rng, channels, int(rate * seconds), rng.uniform(0, 2)).T * 0.05
+    sf.write(mixed / f"noise{i:02d}.{fmt.lower()}", noise, rate, format=fmt)
+  return {"musan": str(musan), "mixed": str(mixed)}
 
 
-def configs(dirs: dict[str, str], babble_dir: str | None):
+def configs(dirs: dict[str, str], librispeech: str | None):
   """(name, config) pairs: each kind alone on every row, then all together."""
   def base(**probabilities):
     c = wa.default_config()
@@ -84,50 +92,52 @@ def configs(dirs: dict[str, str], babble_dir: str | None):
       c[kind].probability = probabilities.get(kind, 0.0)
     return c
 
-  out = [("reverb (simulated bank)", base(reverb=1.0)),
-         ("noise (generated coloured)", base(noise=1.0))]
-  c = base(noise=1.0)
-  c.noise.dirs = (dirs["noise"],)
-  out.append(("noise (folder)", c))
-  c = base(music=1.0)
-  c.music.dirs = (dirs["music"],)
-  out.append(("music (folder)", c))
-  out.append(("babble (the batch)", base(babble=1.0)))
-  if babble_dir:
-    c = base(babble=1.0)
-    c.babble.dirs = (babble_dir,)
-    out.append(("babble (folder)", c))
-  out.append(("telephone (mulaw, alaw, gsm)", base(telephone=1.0)))
-  c = base(telephone=1.0)
-  c.telephone.codecs = ("mulaw", "alaw")
-  out.append(("telephone (mulaw, alaw)", c))
-  out.append(("band-pass / EQ", base(bandpass=1.0)))
-  out.append(("gain", base(gain=1.0)))
-
-  def with_folders(c):
-    c.noise.dirs, c.music.dirs = (dirs["noise"],), (dirs["music"],)
-    c.babble.dirs = (babble_dir,) if babble_dir else ()
+  def musan(c):
+    c.musan_root = dirs["musan"]
     return c
 
+  out = [("reverb (simulated bank)", base(reverb=1.0)),
+         ("noise (generated coloured)", base(noise=1.0)),
+         ("noise (MUSAN-like folder)", musan(base(noise=1.0)))]
+  c = base(noise=1.0)
+  c.noise.dirs = (dirs["mixed"],)
+  out.append(("noise (mixed-format folder)", c))
+  out.append(("music (MUSAN-like folder)", musan(base(music=1.0))))
+  out.append(("babble (the batch)", base(babble=1.0)))
+  out.append(("babble (MUSAN-like folder)", musan(base(babble=1.0))))
+  if librispeech:
+    c = base(babble=1.0)
+    c.babble.dirs = (librispeech,)
+    out.append(("babble (LibriSpeech FLAC folder, cache filling)", c))
+  c = base(telephone=1.0)
+  c.telephone.codecs = ("mulaw", "alaw", "gsm")
+  out.append(("telephone (mulaw, alaw, gsm)", c))
+  out.append(("telephone (mulaw, alaw)", base(telephone=1.0)))
+  out.append(("band-pass / EQ", base(bandpass=1.0)))
+  out.append(("gain", base(gain=1.0)))
   out.append(("all, default probabilities, no folders", wa.default_config()))
-  out.append(("all, default probabilities, folders", with_folders(wa.default_config())))
+  out.append(("all, default probabilities, MUSAN-like", musan(wa.default_config())))
   every = base(reverb=1.0, noise=0.34, music=0.33, babble=0.33, telephone=1.0, bandpass=1.0,
                gain=1.0)
-  out.append(("all, every row (reverb+additive+telephone+EQ+gain)", with_folders(every)))
+  out.append(("all, every row (reverb, additive, telephone, EQ, gain), MUSAN-like",
+              musan(every)))
   return out
 
 
 def time_config(config, waves, speakers, batches: int) -> dict:
+  start = time.perf_counter()
   augmenter = wa.Augmenter(config)
-  for step in range(2):  # Warm-up: decoded-file cache, RIR spectra.
-    augmenter(waves, speakers, wa.batch_rng(0, step))
+  augmenter(waves, speakers, wa.batch_rng(0, 0))
+  first = time.perf_counter() - start
+  augmenter(waves, speakers, wa.batch_rng(0, 1))  # Warm-up: decoded-file cache, RIR spectra.
   times = []
   for step in range(2, 2 + batches):
     rng = wa.batch_rng(0, step)
     start = time.perf_counter()
     augmenter(waves, speakers, rng)
     times.append(time.perf_counter() - start)
-  return {"median_ms": 1000 * float(np.median(times)), "mean_ms": 1000 * float(np.mean(times))}
+  return {"median_ms": 1000 * float(np.median(times)), "mean_ms": 1000 * float(np.mean(times)),
+          "first_s": first}
 
 
 def main() -> int:
@@ -136,23 +146,26 @@ def main() -> int:
   parser.add_argument("--batches", type=int, default=10)
   args = parser.parse_args()
   waves, speakers, crops = speech_crops(pathlib.Path(args.data_root))
-  babble_dir = str(pathlib.Path(args.data_root) / "librispeech" / "train-clean-100")
-  babble_dir = babble_dir if os.path.isdir(babble_dir) else None
+  librispeech = str(pathlib.Path(args.data_root) / "librispeech" / "train-clean-100")
+  librispeech = librispeech if os.path.isdir(librispeech) else None
   rows = []
   with tempfile.TemporaryDirectory(prefix="hive_bench_waveaug_") as tmp:
-    dirs = write_sources(pathlib.Path(tmp))
-    for name, config in configs(dirs, babble_dir):
+    dirs = write_sources(pathlib.Path(tmp), waves)
+    for name, config in configs(dirs, librispeech):
       print(f"timing {name} ...", file=sys.stderr, flush=True)
       rows.append((name, time_config(config, waves, speakers, args.batches)))
+  load = os.getloadavg()[0]
   print(f"\nBatch {BATCH} x {SAMPLES} float32 ({crops}); {args.batches} batches after 2 warm-up; "
-        f"{os.cpu_count()} CPUs, one process.\n")
-  print("| augmentation | ms / batch (median) | mean | batches / s |")
-  print("|---|---:|---:|---:|")
+        f"{os.cpu_count()} CPUs, one process; load average {load:.1f} at the end. 'first': "
+        "construction and the first batch (RIR bank from the cache, source listing, noise "
+        "bank, G.711 tables, first decodes).\n")
+  print("| augmentation | ms / batch (median) | mean | batches / s | first (s) |")
+  print("|---|---:|---:|---:|---:|")
   for name, r in rows:
     print(f"| {name} | {r['median_ms']:.1f} | {r['mean_ms']:.1f} | "
-          f"{1000 / r['median_ms']:.1f} |")
+          f"{1000 / r['median_ms']:.1f} | {r['first_s']:.2f} |")
   print(json.dumps({"batch": [BATCH, SAMPLES], "batches": args.batches,
-                    "cpu_count": os.cpu_count(),
+                    "cpu_count": os.cpu_count(), "load_average": round(load, 2),
                     "median_ms": {name: round(r["median_ms"], 1) for name, r in rows}}))
   return 0
 

@@ -227,7 +227,8 @@ def noise_bank_segments(rng: np.random.Generator, count: int, length: int,
 def _fft_convolve(waves: np.ndarray, kernel_spectra: np.ndarray, n: int) -> np.ndarray:
   spectra = scipy.fft.rfft(waves, n, axis=-1)
   spectra *= kernel_spectra
-  return scipy.fft.irfft(spectra, n, axis=-1)[..., :waves.shape[-1]].astype(np.float32)
+  return scipy.fft.irfft(spectra, n, axis=-1)[..., :waves.shape[-1]].astype(np.float32,
+                                                                           copy=False)
 
 
 def reverberate(waves: np.ndarray, rirs: np.ndarray) -> np.ndarray:
@@ -346,19 +347,33 @@ def band_eq_response(freqs: np.ndarray, low_hz, high_hz, order, eq_centre_hz=Non
   return magnitude.astype(np.float32)
 
 
-def filter_rows(waves: np.ndarray, responses, coarse: int = 8) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _knots(bins: int, count: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """~`count` of `bins` rfft bins, the first 64 all, then log-spaced (constant relative
+  resolution, as a smooth response in log-frequency needs), and for every bin the knot
+  at its right and its linear interpolation weight."""
+  knots = np.unique(np.r_[np.arange(min(64, bins)),
+                          np.geomspace(64, bins - 1, count).round().astype(np.int64)])
+  knots = knots[knots < bins]
+  every = np.arange(bins)
+  right = np.clip(np.searchsorted(knots, every, side="right"), 1, max(knots.size - 1, 1))
+  gap = np.maximum(knots[right] - knots[right - 1], 1)
+  weight = np.clip((every - knots[right - 1]) / gap, 0, 1).astype(np.float32)
+  return knots, right, weight
+
+
+def filter_rows(waves: np.ndarray, responses) -> np.ndarray:
   """Zero-phase filtering of rows [B, S] by smooth magnitude responses: `responses(freqs)`
-  -> [B, len(freqs)] is evaluated on every `coarse`-th rfft bin of the padded FFT (Hz) and
-  interpolated linearly in between (bins are ~0.6 Hz apart: a smooth response loses nothing,
-  and its exp/power cost drops `coarse` times). One FFT pair for all rows."""
+  -> [B, len(freqs)] is evaluated at ~600 of the padded FFT's rfft bins (Hz; all below 40 Hz,
+  log-spaced above) and interpolated linearly in between: bins are ~0.6 Hz apart, so a smooth
+  response loses nothing and its exp/power cost drops ~20 times. One FFT pair for all rows."""
   waves = np.asarray(waves, np.float32)
   n = scipy.fft.next_fast_len(waves.shape[-1] + _FILTER_PAD, real=True)
   freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-  knots = np.unique(np.r_[np.arange(0, freqs.size, coarse), freqs.size - 1])
+  knots, right, weight = _knots(freqs.size)
   sparse = np.asarray(responses(freqs[knots]), np.float32)
-  right = np.clip(np.searchsorted(knots, np.arange(freqs.size), side="right"), 1, knots.size - 1)
-  weight = ((np.arange(freqs.size) - knots[right - 1]) / (knots[right] - knots[right - 1]))
-  weight = weight.astype(np.float32)
+  if knots.size == 1:
+    return _fft_convolve(waves, np.repeat(sparse, freqs.size, axis=1), n)
   dense = sparse[:, right - 1] * (1 - weight) + sparse[:, right] * weight
   return _fft_convolve(waves, dense, n)
 
