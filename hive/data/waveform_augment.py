@@ -14,6 +14,12 @@ crops, before the log-mel. Per row, in this order (the order sound meets them):
 `change_speed` is Kaldi's speed perturbation (deterministic resampling, to make new speakers);
 `degrade` is the fixed corruption of one evaluation utterance (`hive.evaluate --degrade=...`).
 
+Use, once per process (worker), then per batch k:
+
+    augmenter = Augmenter(config.augment.wave)  # Lists folders, reads the cached RIR bank.
+    waves = augmenter(int16_crops.astype(np.float32) / 32768, speaker_ids,
+                      batch_rng(config.seed, k, jax.process_index()))
+
 Determinism: the output is a pure function of (inputs, rng state, files on disk). Every random
 choice is drawn from the `np.random.Generator` passed in, in fixed-shape draws, so which rows an
 augmentation picks never shifts the draws of another; `batch_rng(seed, step)` makes batch k's
@@ -21,11 +27,14 @@ augmentation a pure function of (seed, k). Rows do not interact except as babble
 
 Why not audiomentations (installed): it draws its parameters from Python's `random` and numpy's
 global state, which would leak into results, and it works one row at a time. Here every kind is
-one vectorised operation over the rows it applies to: one batched FFT convolution for reverb
-(the bank's spectra cached), one matrix product for batch babble, one multi-channel soxr call
-each way for the telephone band (soxr runs each channel independently, so a row's result does not
-depend on its neighbours), one FFT filtering for band-pass/EQ. Codecs come from libsndfile
-(soundfile); the 8-bit mu-law / A-law are ITU G.711's segment tables, not a continuous law.
+one vectorised operation over the rows it applies to, with parameters drawn from our generator:
+one batched FFT convolution for reverb (the bank's spectra cached), one multi-channel soxr call
+each way for the telephone band (soxr runs each channel independently, so a row's result does
+not depend on its neighbours), one FFT pair for band-pass/EQ, and copies or small weighted sums
+for the additive sources (generated noise is cut from a seeded bank made once per process).
+Codecs come from libsndfile (soundfile): G.711 mu-law / A-law (ITU segment tables, not a
+continuous law) as a table of libsndfile's round trip of every 16-bit value, GSM 06.10 by
+encoding each row.
 """
 
 from __future__ import annotations
