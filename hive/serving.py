@@ -50,11 +50,15 @@ meaningless as any embedding of silence. Check lengths before calling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import io
 import json
+import logging
 import pathlib
+import warnings
 from typing import Callable, Sequence
 
 import jax
@@ -321,13 +325,14 @@ def export_onnx(config, params, embedding_mean, out, info: dict | None = None,
   since ORT refuses auto_pad with dilation), which would shorten every TDNN block;
   `_restore_same_pads` puts the pads back, valid because hive's convolutions are
   all SAME with stride 1 along time."""
-  import jax2onnx  # Imports its plugins: seconds.
   fn = embedding_function(config, params, embedding_mean)
-  model = jax2onnx.to_onnx(
-      fn, inputs=[jax.ShapeDtypeStruct(("B", "S"), jnp.float32),
-                  jax.ShapeDtypeStruct(("B",), jnp.int32)],
-      model_name="hive_embedder", opset=opset,
-      input_names=["waveform", "num_samples"], output_names=[EMBEDDING, GENDER])
+  with _quiet_jax2onnx():
+    import jax2onnx  # Imports its plugins: seconds, the first time.
+    model = jax2onnx.to_onnx(
+        fn, inputs=[jax.ShapeDtypeStruct(("B", "S"), jnp.float32),
+                    jax.ShapeDtypeStruct(("B",), jnp.int32)],
+        model_name="hive_embedder", opset=opset,
+        input_names=["waveform", "num_samples"], output_names=[EMBEDDING, GENDER])
   _restore_same_pads(model)
   out = _new_dir(out)
   (out / ONNX_FILE).write_bytes(model.SerializeToString())
@@ -335,9 +340,29 @@ def export_onnx(config, params, embedding_mean, out, info: dict | None = None,
   return out
 
 
+@contextlib.contextmanager
+def _quiet_jax2onnx():
+  """jax2onnx 0.13 prints debugging lines to stdout for every convolution and logs a
+  warning per optional plugin it cannot import (dm_pix) and per untyped constant, and
+  its tracing makes jax warn of a float64 it truncates to float32 (masked_mean's
+  division): noise around a conversion that succeeds. Its errors still raise."""
+  loggers = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      warnings.filterwarnings("ignore", "Explicitly requested dtype float64")
+      yield
+  finally:
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
+
+
 def _restore_same_pads(model) -> None:
   """Adds SAME padding to the ONNX Conv nodes that have neither pads nor auto_pad but
   dilation > 1 (see export_onnx); a strided one among them is an error."""
+  import onnx
   kernels = {t.name: tuple(t.dims) for t in model.graph.initializer}
   for node in model.graph.node:
     if node.op_type != "Conv":
@@ -350,7 +375,6 @@ def _restore_same_pads(model) -> None:
       raise ValueError(f"ONNX export: cannot repair the padding of Conv {node.name}")
     sizes = kernels[node.input[1]][2:]  # [O, I, spatial...]
     totals = [(k - 1) * d for k, d in zip(sizes, dilations)]
-    import onnx
     node.attribute.append(onnx.helper.make_attribute(
         "pads", [t // 2 for t in totals] + [t - t // 2 for t in totals]))  # lax's SAME.
 
