@@ -81,15 +81,15 @@ def evaluate_variant(workdir) -> dict:
   """Dev metrics per corpus root, plus the train-speaker gender probe."""
   import numpy as np
   from sklearn.linear_model import LogisticRegression
-  from hive import checkpoint, evaluate, input_pipeline
-  from hive.data import builder
+  from hive import evaluate, workdir as workdir_lib
+  from hive.data import builder, input_pipeline
   from hive.encoder import Encoder
   encoder = Encoder.from_workdir(workdir)
-  config = checkpoint.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   out = {}
   for root in input_pipeline.corpus_roots(config.data):
     prepared, _ = builder.prepare(root, config.data.data_dir or None, encoder.feature_config)
-    examples = builder.load_examples(prepared)
+    examples = builder.read_examples(prepared)
     dev = evaluate.select_split(examples, root, workdir, "dev")
     seconds = evaluate.auto_segment_seconds(dev.speakers)
     if seconds:  # One utterance per speaker: score segments (see benchmarks/quality.py).

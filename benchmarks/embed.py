@@ -41,12 +41,12 @@ def pick_files(root, max_files: int, workdir=None):
   When the model's workdir names dev speakers of this corpus, only those are
   used, so the EER column is measured on speakers the model never saw.
   """
-  from hive import checkpoint
+  from hive import workdir as workdir_lib
   from hive.data import readers
   corpus = readers.read_corpus(root)
   utterances = corpus.utterances
   try:
-    dev = set(checkpoint.load_speakers(workdir)["dev"]) if workdir else set()
+    dev = set(workdir_lib.load_speakers(workdir)["dev"]) if workdir else set()
   except FileNotFoundError:
     dev = set()
   prefix = pathlib.Path(root).resolve().name + "/"

@@ -46,7 +46,7 @@ def prepare_corpus(root: pathlib.Path, workers: int | None) -> dict:
     start = time.perf_counter()
     prepared, report = builder.prepare(root, data_dir=data_dir, num_workers=workers)
     seconds = time.perf_counter() - start
-    examples = builder.load_examples(prepared)  # Before the temporary dir goes.
+    examples = builder.read_examples(prepared)  # Before the temporary dir goes.
   return {
       "utterances": report.utterances, "speakers": report.speakers,
       "skipped": len(report.skips), "hours": report.hours, "seconds": seconds,
@@ -55,9 +55,9 @@ def prepare_corpus(root: pathlib.Path, workers: int | None) -> dict:
 
 
 def time_batches(examples, batches: int, warmup: int) -> dict:
-  from hive.data import pipeline
-  pool = pipeline.FramePool.from_examples(examples)
-  ds = pipeline.make_dataset(pool, N_SPEAKERS, N_UTTERANCES, CROP_FRAMES, seed=0)
+  from hive.data import batches
+  pool = batches.FramePool.from_examples(examples)
+  ds = batches.make_dataset(pool, N_SPEAKERS, N_UTTERANCES, CROP_FRAMES, seed=0)
   it = iter(ds)
   shape = None
   for _ in range(warmup):

@@ -44,12 +44,12 @@ KEYS = ("eer", "min_dcf", "identification_accuracy", "gender_accuracy")
 
 def utterances_of(root, workdir, split):
   """The reader's utterances of ROOT, restricted to the workdir's split speakers."""
-  from hive import checkpoint
+  from hive import workdir as workdir_lib
   from hive.data import readers
   corpus = readers.read_corpus(root)
   utts = sorted(corpus.utterances, key=lambda u: u.id)
   if split != "all":
-    wanted = set(checkpoint.load_speakers(workdir)[split])
+    wanted = set(workdir_lib.load_speakers(workdir)[split])
     prefix = pathlib.Path(root).resolve().name + "/"
     utts = [u for u in utts if u.speaker in wanted or prefix + u.speaker in wanted]
     if not utts:
@@ -80,12 +80,12 @@ def segment_seconds_for(utts, requested) -> float:
 
 def segments(utts, seconds: float, sample_rate: int = 16000):
   """(waves, speakers, ids, genders) of consecutive segments; short tails join the last."""
-  from hive.data import audio, builder
+  from hive.data import audio, examples
   size = int(round(seconds * sample_rate))
   out = ([], [], [], [])
   for u in utts:
     wave = audio.load_wave(u.path, sample_rate)
-    for k, piece in enumerate(builder.consecutive_segments(wave, size)):
+    for k, piece in enumerate(examples.consecutive_segments(wave, size)):
       for column, value in zip(out, (piece, u.speaker, f"{u.id}#{k}", u.gender)):
         column.append(value)
   return out
@@ -109,14 +109,14 @@ def main(argv=None) -> int:
                   help="Skip the row of Resemblyzer centred on the training speakers.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
-  from hive import centring, input_pipeline
-  from hive.data import builder
+  from hive import scoring, workdir as workdir_lib
+  from hive.data import examples as examples_lib, input_pipeline
   from hive.encoder import Encoder
   import reference_torch
 
   utts = utterances_of(args.root, args.workdir, args.split)
   encoder = Encoder.from_workdir(args.workdir, centring=False)  # Raw: centred below.
-  mean = centring.load(args.workdir, encoder.config.model.embed_dim, encoder.step)
+  mean = workdir_lib.load_mean(args.workdir, encoder.config.model.embed_dim, encoder.step)
   segment_seconds = segment_seconds_for(utts, args.segment_seconds)
   if segment_seconds > 0:
     waves, speakers, ids, gender_names = segments(utts, segment_seconds)
@@ -131,11 +131,11 @@ def main(argv=None) -> int:
     resemblyzer_embeddings = reference_torch.resemblyzer_embed_files(paths)
   rows = {}
   if mean is not None:
-    rows["hive"] = scores(centring.centre(hive_embeddings, mean), speakers, ids)
+    rows["hive"] = scores(scoring.centre(hive_embeddings, mean), speakers, ids)
     rows["hive, not centred"] = scores(hive_embeddings, speakers, ids)
   else:
     rows["hive"] = scores(hive_embeddings, speakers, ids)
-  genders = np.array([builder.GENDER_CODES[g] for g in gender_names])
+  genders = np.array([examples_lib.GENDER_CODES[g] for g in gender_names])
   labelled = genders >= 0
   gender_accuracy = (float(np.mean((p_female[labelled] > 0.5) == (genders[labelled] == 1)))
                      if labelled.any() else None)
@@ -145,9 +145,9 @@ def main(argv=None) -> int:
   if mean is not None and not args.no_reference_centring:
     train_paths = [u.path for root in input_pipeline.corpus_roots(encoder.config.data)
                    for u in utterances_of(root, args.workdir, "train")]
-    reference_mean = centring.fit_mean(reference_torch.resemblyzer_embed_files(train_paths))
+    reference_mean = scoring.fit_mean(reference_torch.resemblyzer_embed_files(train_paths))
     rows["Resemblyzer, centred like hive"] = scores(
-        centring.centre(resemblyzer_embeddings, reference_mean), speakers, ids)
+        scoring.centre(resemblyzer_embeddings, reference_mean), speakers, ids)
   for name in rows:
     rows[name].setdefault("gender_accuracy", None)
 

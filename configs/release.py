@@ -47,7 +47,6 @@ def get_config():
   c.data.dev_fraction = 0.2
   c.data.split_seed = 0
   c.data.n_speakers, c.data.n_utterances = 48, 3
-  c.data.dev_segments_per_speaker = 6
   c.data.speed_factors = (0.9, 1.1)
   c.model.encoder = "tdnn"
   c.model.embed_dim = 256

@@ -6,36 +6,21 @@ k, so restoring the step restores the data position. Orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a run
 killed at any moment (even SIGKILL) restarts from the last complete one.
 
-Workdirs are `etils.epath` paths, as in orbax itself: a local directory or a
-bucket (`gs://bucket/run`, needed by a multi-host job whose hosts share no disk).
+The other files of a workdir (config, speakers, centring mean, threshold) and their names
+belong to hive/workdir.py.
 """
 
 from __future__ import annotations
 
-import json
-
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hive import centring
+from hive import workdir as workdir_lib
+from hive.workdir import checkpoint_dir
 
-CONFIG_FILE = "config.json"
-SPEAKERS_FILE = "speakers.json"
-THRESHOLD_FILE = "threshold.json"  # The model's calibrated decision threshold (hive.voiceid).
 COMMIT_MARKER = "commit_success.txt"  # orbax's, see orbax.checkpoint path atomicity.
-
-
-def workdir_path(workdir) -> epath.Path:
-  """`workdir` as an absolute epath (orbax wants one); a URL such as gs://... as given."""
-  path = epath.Path(workdir)
-  return path if "://" in str(workdir) else path.resolve()
-
-
-def checkpoint_dir(workdir) -> epath.Path:
-  return workdir_path(workdir) / "checkpoints"
 
 
 def make_manager(workdir, max_to_keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
@@ -87,8 +72,9 @@ def restore_model_params(manager: ocp.CheckpointManager, step: int, abstract_par
       wrong.append(f"{name} {'missing' if name not in stored else stored[name]}, "
                    f"expected {tuple(leaf.shape)}")
   if wrong:
-    raise ValueError(f"{manager.directory}/{step} holds another model: {'; '.join(wrong[:3])}"
-                     f"{' ...' if len(wrong) > 3 else ''}")
+    raise workdir_lib.ModelMismatch(
+        f"{manager.directory}/{step} holds another model: {'; '.join(wrong[:3])}"
+        f"{' ...' if len(wrong) > 3 else ''}")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   item = {"params": {"model": jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)}}
@@ -106,16 +92,22 @@ def latest_model_params(workdir, abstract_params):
     raise FileNotFoundError(f"{checkpoint_dir(workdir)}: no checkpoint to start from")
   try:
     return restore_model_params(manager, step, abstract_params), step
-  except ValueError as e:
-    raise ValueError(f"{workdir}: its model does not fit this config's model settings "
-                     f"(encoder, sizes): {e}") from None
+  except workdir_lib.ModelMismatch as e:
+    raise workdir_lib.ModelMismatch(f"{workdir}: its model does not fit this config's model "
+                                    f"settings (encoder, sizes): {e}") from None
 
 
-def _calibrated_step(path) -> int | None:
+def _calibrated_step(workdir) -> int | None:
   try:
-    return json.loads(epath.Path(path).read_text()).get("checkpoint_step")
-  except (ValueError, AttributeError, UnicodeDecodeError):
+    record = workdir_lib.read_threshold(workdir)
+  except workdir_lib.BadWorkdirFile:
     return None  # Unreadable: not copied; hive.voiceid reports it where it is.
+  return None if record is None else record.get("checkpoint_step")
+
+
+def _mean_step(workdir) -> int | None:
+  found = workdir_lib.read_mean(workdir)
+  return None if found is None else found[1]
 
 
 def export(workdir, out, step: int, model_params) -> epath.Path:
@@ -126,17 +118,17 @@ def export(workdir, out, step: int, model_params) -> epath.Path:
   No optimiser state, so it is a third of the training checkpoint's size; every
   command that takes `--workdir` loads it, but training cannot resume from it.
   """
-  out, workdir = workdir_path(out), workdir_path(workdir)
+  out, workdir = workdir_lib.path(out), workdir_lib.path(workdir)
   if out.exists() and any(out.iterdir()):
     raise FileExistsError(f"{out} is not empty; export into a new or empty directory")
   out.mkdir(parents=True, exist_ok=True)
-  for name in (CONFIG_FILE, SPEAKERS_FILE):
-    (workdir / name).copy(out / name)
-  if centring.fitted_step(workdir) == step:  # A mean fitted for another step stays behind.
-    (workdir / centring.MEAN_FILE).copy(out / centring.MEAN_FILE)
-  threshold = workdir / THRESHOLD_FILE
-  if threshold.is_file() and _calibrated_step(threshold) == step:  # Likewise.
-    threshold.copy(out / THRESHOLD_FILE)
+  names = [workdir_lib.CONFIG_FILE, workdir_lib.SPEAKERS_FILE]
+  if _mean_step(workdir) == step:  # A mean fitted for another step stays behind.
+    names.append(workdir_lib.MEAN_FILE)
+  if _calibrated_step(workdir) == step:  # Likewise.
+    names.append(workdir_lib.THRESHOLD_FILE)
+  for name in names:
+    workdir_lib.write_atomically(out / name, (workdir / name).read_bytes())
   manager = make_manager(out, max_to_keep=1)
   manager.save(step, args=ocp.args.StandardSave({"params": {"model": model_params}}), force=True)
   manager.wait_until_finished()
@@ -146,29 +138,3 @@ def export(workdir, out, step: int, model_params) -> epath.Path:
   for marker in [*path.glob(COMMIT_MARKER), *path.glob(f"*/{COMMIT_MARKER}")]:
     marker.write_text("Checkpoint commit was successful.\n")
   return path
-
-
-def save_config(workdir, config: ml_collections.ConfigDict) -> None:
-  path = epath.Path(workdir) / CONFIG_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def save_speakers(workdir, train_speakers, dev_speakers) -> None:
-  """The speaker-ID head's label names and the held-out dev speakers."""
-  path = epath.Path(workdir) / SPEAKERS_FILE
-  path.write_text(json.dumps({"train": list(train_speakers), "dev": list(dev_speakers)}, indent=1))
-
-
-def load_speakers(workdir) -> dict:
-  path = epath.Path(workdir) / SPEAKERS_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no speaker list (is {workdir} a hive workdir?)")
-  return json.loads(path.read_text())
-
-
-def load_config(workdir) -> ml_collections.ConfigDict:
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no saved config (is {workdir} a hive workdir?)")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))

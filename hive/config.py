@@ -1,8 +1,21 @@
-"""The base configuration every `configs/*.py` starts from; each field is explained here."""
+"""The base configuration every `configs/*.py` starts from; each field is explained here.
+
+It is also the schema of a saved `config.json` (`from_dict`): a workdir saved by an older hive
+gets today's defaults for the fields it lacks, so a new field must default to the old
+behaviour, and a field that was removed is listed in `RETIRED_FIELDS`.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import ml_collections
+
+# Fields earlier versions wrote into config.json and that mean nothing today: ignored on load.
+RETIRED_FIELDS = frozenset({
+    "data.dev_segments_per_speaker",  # Dev windows; replaced by `eval` (whole utterances).
+    "train.eval_batch_size",
+})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -23,7 +36,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Speaker augmentation: each training speaker also appears sped up / slowed down by
   # these factors, as a new speaker (e.g. (0.9, 1.1) triples the speakers). Dev untouched.
   c.data.speed_factors = ()
-  c.data.dev_segments_per_speaker = 8
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_speakers=100, utterances_per_speaker=6, seed=0))
 
@@ -67,7 +79,48 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.loss_params_lr_scale = 0.01  # GE2E's w, b learn 100x slower.
   c.train.log_every = 10
   c.train.eval_every = 100
-  c.train.eval_batch_size = 256
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
+
+  # Dev evaluation during training: the speaker-verification evaluator of `hive.evaluate`
+  # (hive/evaluator.py), in a cheaper configuration, so the logged numbers mean the same.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.utterances_per_speaker = 8  # At most this many per dev speaker (0: all).
+  # Speakers with a single utterance are scored on consecutive segments of this length, so
+  # they have same-speaker trials (a corpus of one reading per speaker); 0: whole utterances.
+  c.eval.segment_seconds = 3.0
+  # Training utterances whose mean embedding centres the dev embeddings, as the training mean
+  # that hive.main fits at the end does for every command (0: no centring).
+  c.eval.centring_utterances = 500
   return c
+
+
+def from_dict(saved: Mapping[str, Any], where: str = "config") -> ml_collections.ConfigDict:
+  """A saved config (e.g. a workdir's config.json) read through the schema: every field
+  is checked against `base_config()`, missing ones get today's defaults, retired ones are
+  dropped; an unknown field is an error naming `where`."""
+  config = base_config()
+  _update(config, saved, "", where)
+  return config
+
+
+def _update(config: ml_collections.ConfigDict, saved: Mapping[str, Any], prefix: str,
+            where: str) -> None:
+  for key, value in saved.items():
+    name = f"{prefix}{key}"
+    if name in RETIRED_FIELDS:
+      continue
+    if key not in config:
+      raise ValueError(f"{where}: unknown config field {name!r} (written by another version "
+                       "of hive?)")
+    if isinstance(config[key], ml_collections.ConfigDict) and name != "loss.weights":
+      if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: config field {name!r} must be a section, got {value!r}")
+      _update(config[key], value, name + ".", where)
+    elif name == "loss.weights":
+      config[key] = ml_collections.ConfigDict(dict(value))  # Any subset of the loss terms.
+    else:
+      try:
+        config[key] = value
+      except TypeError as e:
+        raise ValueError(f"{where}: config field {name!r}: {e}") from None

@@ -15,7 +15,7 @@ The output, readable with `np.load(path, allow_pickle=False)`:
   gender_probability  float32 [K], P(female) from the gender head
   skipped_paths       unicode [M], files that could not be used
   skipped_reasons     unicode [M], why
-  model               unicode scalar, JSON {"workdir", "step", "config_digest", "centring"}
+  model               unicode scalar, JSON: the model's record (hive/workdir.py model_record)
 Unusable files (missing, empty, not audio, silent) are reported on stderr with
 the reason and skipped; a summary "embedded N, skipped M" ends the run. If no
 file could be embedded, or the arguments are wrong, the run ends with a
@@ -29,14 +29,12 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from hive import centring, logs
+from hive import cli, workdir as workdir_lib
 from hive.data import audio
-
 
 
 def define_flags() -> None:
@@ -50,7 +48,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_workers", None, "Decoding threads (default: all cores).")
 
 
-class EmbedError(ValueError):
+class EmbedError(cli.UserError):
   """Bad arguments: reported as one line, exit status 2."""
 
 
@@ -125,29 +123,13 @@ def embed_paths(encoder, paths, chunk_files: int = 512, num_workers: int | None 
           "skipped_reasons": np.array(reasons, dtype=np.str_)}
 
 
-def write_npz(path, arrays: dict) -> None:
-  """Atomically: a temporary file beside the target, then os.replace."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:  # A file object: np.savez would append ".npz" to a name.
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def load_encoder(workdir, step=None):
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")  # Only JAX computes here.
-  from hive.encoder import Encoder, use_compilation_cache
-  use_compilation_cache()  # Commands: the next run skips this one's compilations.
+  from hive.encoder import Encoder
+  cli.use_compilation_cache()  # Commands: the next run skips this one's compilations.
   return Encoder.from_workdir(workdir, step)
 
 
-def run(workdir, out, inputs, list_file=None, step=None, chunk_files=512, num_workers=None,
+def embed_command(workdir, out, inputs, list_file=None, step=None, chunk_files=512, num_workers=None,
         encoder=None) -> dict:
   """The command: returns the written arrays; EmbedError when nothing could be embedded."""
   if not out:
@@ -164,23 +146,20 @@ def run(workdir, out, inputs, list_file=None, step=None, chunk_files=512, num_wo
   n, m = len(arrays["paths"]), len(arrays["skipped_paths"])
   if n == 0:
     raise EmbedError(f"none of the {m} files could be embedded (reasons above)")
-  from hive import voiceid  # The same model record as the speaker store's.
-  arrays["model"] = np.array(json.dumps(voiceid.model_info(encoder)), dtype=np.str_)
-  write_npz(out, arrays)
+  arrays["model"] = np.array(json.dumps(encoder.model_record()), dtype=np.str_)
+  workdir_lib.write_npz(out, arrays)
   print(f"embedded {n}, skipped {m} -> {out}")
   return arrays
 
 
 def main(argv):
-  logs.quiet_libraries()
   f = flags.FLAGS
-  try:
-    run(f.workdir, f.out, argv[1:], f.list, f.step, f.chunk_files, f.num_workers)
-  except (EmbedError, FileNotFoundError, centring.BadMeanFile) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  embed_command(f.workdir, f.out, argv[1:], f.list, f.step, f.chunk_files, f.num_workers)
+
+
+def run() -> None:
+  cli.run(main, define_flags, errors=(audio.BadAudio,))
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run()

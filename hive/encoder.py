@@ -21,6 +21,12 @@ Two ways to embed an utterance, chosen by the encoder:
     GE2E d-vector recipe).
 Either way an utterance shorter than the training crop is repeated end-to-end
 to fill it, the same rule as the training crops.
+
+`Embedder` is that procedure for any parameters (training's evaluator embeds the dev set
+with the parameters of the step it evaluates); `Encoder` is an Embedder with the parameters
+and centring mean of one trained model. This module never imports training code: a model is
+loaded with its shapes (hive/models), its checkpoint (hive/checkpoint.py) and its workdir's
+files (hive/workdir.py) alone.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from hive import centring as centring_lib, checkpoint, features as features_lib, train
-from hive.data import audio, builder
-from hive.models import SpeakerModel, create_model
+from hive import checkpoint, features as features_lib, scoring, workdir as workdir_lib
+from hive.data import audio
+from hive.data.examples import consecutive_segments
+from hive.models import SpeakerModel, abstract_params, create_model
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "hive-mtl"
 BUCKETS = (16, 64, 256)  # Window-batch sizes: one compilation each, whatever the input.
@@ -46,19 +53,7 @@ BUCKETS = (16, 64, 256)  # Window-batch sizes: one compilation each, whatever th
 ROWS = (1, 2, 4, 8, 16, 32, 64)
 FRAMES_PER_BATCH = 32768
 MAX_FRAMES = 3000  # 30 s.
-
-
-def use_compilation_cache() -> None:
-  """Keeps compiled XLA programs on disk, in $HIVE_CACHE/jax (default ~/.cache/hive/jax),
-  so a command's next run skips compiling the batch shapes this one met (each takes
-  a fraction of a second to seconds on a CPU). For the command-line entry points; a
-  cache directory already chosen (JAX_COMPILATION_CACHE_DIR) is left alone."""
-  if jax.config.jax_compilation_cache_dir is None:
-    root = os.environ.get("HIVE_CACHE", os.path.expanduser("~/.cache/hive"))
-    jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax"))
-  # JAX's default keeps only programs that took over 1 s to compile; ours take less,
-  # but a run meets dozens of them.
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+WINDOW_OVERLAP = 0.5  # Windows mode: consecutive windows share half their frames.
 
 
 def padded_length(num_frames: int) -> int:
@@ -90,23 +85,16 @@ def cut_windows(mel: np.ndarray, window: int, hop: int) -> np.ndarray:
   return np.stack([mel[s:s + window] for s in starts])
 
 
-class Encoder:
-  """A trained speaker model, ready to embed audio."""
+class Embedder:
+  """Log-mels of any length -> the model's embeddings, for any parameters of one model."""
 
-  def __init__(self, config, params, step: int | None = None, source: str | None = None,
-               speakers=None, embedding_mean=None):
+  def __init__(self, config, num_speakers: int):
     self.config = config
-    # None: embeddings are the model's output as is (see hive/centring.py).
-    self.embedding_mean = None if embedding_mean is None else np.asarray(embedding_mean)
-    self.params = params
-    self.step = step
-    self.source = source
-    self.speakers = list(speakers or [])
     self.window = int(config.data.crop_frames)
-    self.hop = max(1, int(round(self.window * (1 - config.get("embed_overlap", 0.5)))))
-    self.feature_config = features_lib.FeatureConfig(n_mels=config.data.n_mels,
-                                                     trim_silence=config.data.trim_silence)
-    self.model = create_model(config.model, params["speaker"]["kernel"].shape[-1])
+    self.hop = max(1, int(round(self.window * (1 - WINDOW_OVERLAP))))
+    self.embed_dim = int(config.model.embed_dim)
+    self.hop_seconds = features_lib.FeatureConfig().hop_ms / 1000  # One frame.
+    self.model = create_model(config.model, num_speakers)
     self.mode = "utterance" if getattr(self.model.encoder, "supports_mask", False) else "windows"
     self._embed = jax.jit(lambda p, x: self.model.apply({"params": p}, x,
                                                         method=SpeakerModel.embed))
@@ -115,32 +103,135 @@ class Encoder:
     self._gender = jax.jit(lambda p, e: self.model.apply(
         {"params": p}, e, method=lambda m, e: m.gender(e)[:, 0]))
 
+  def _embed_windows(self, params, windows: np.ndarray) -> np.ndarray:
+    out, i = [], 0
+    while i < len(windows):
+      left = len(windows) - i
+      size = next((b for b in BUCKETS if b >= left), BUCKETS[-1])
+      chunk = windows[i:i + size]
+      pad = size - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      out.append(np.asarray(self._embed(params, jnp.asarray(chunk)))[:size - pad])
+      i += size
+    return np.concatenate(out)
+
+  def _embed_pieces(self, params, pieces: list[np.ndarray]) -> np.ndarray:
+    """Pieces of any length -> [K, D], in padded batches of bucketed shapes."""
+    n_mels = pieces[0].shape[1]
+    out = np.zeros((len(pieces), self.embed_dim), np.float32)
+    by_length = {}
+    for i, piece in enumerate(pieces):
+      by_length.setdefault(padded_length(len(piece)), []).append(i)
+    for length, members in sorted(by_length.items()):
+      allowed = [r for r in ROWS if r * length <= FRAMES_PER_BATCH] or [1]
+      i = 0
+      while i < len(members):
+        # The largest batch that is full: no compute is spent on padding rows.
+        rows = max(r for r in allowed if r <= len(members) - i)
+        chunk = members[i:i + rows]
+        batch = np.zeros((rows, length, n_mels), np.float32)
+        lengths = np.array([len(pieces[j]) for j in chunk], np.int32)
+        for row, j in enumerate(chunk):
+          batch[row, :lengths[row]] = pieces[j]
+        out[chunk] = np.asarray(self._embed_padded(params, jnp.asarray(batch),
+                                                   jnp.asarray(lengths)))
+        i += rows
+    return out
+
+  def _cut(self, mel: np.ndarray) -> np.ndarray | list[np.ndarray]:
+    """One utterance as the pieces its mode embeds (windows or whole pieces)."""
+    if len(mel) == 0:
+      raise ValueError("cannot embed an utterance with no frames")
+    if self.mode == "windows":
+      return cut_windows(mel, self.window, self.hop)
+    if len(mel) < self.window:
+      mel = np.resize(mel, (self.window, mel.shape[1]))  # Repeats rows cyclically.
+    return consecutive_segments(mel, MAX_FRAMES)
+
+  def embeddings(self, params, mels) -> np.ndarray:
+    """Log-mels [frames, F] -> the model's own L2-normalised embeddings [K, D] (before
+    centring: what its heads read), batched together."""
+    mels = list(mels)
+    if not mels:
+      return np.zeros((0, self.embed_dim), np.float32)
+    pieces = [self._cut(np.asarray(m, np.float32)) for m in mels]
+    owner = np.repeat(np.arange(len(mels)), [len(p) for p in pieces])
+    if self.mode == "windows":
+      piece_embeddings = self._embed_windows(params, np.concatenate(pieces))
+    else:
+      piece_embeddings = self._embed_pieces(params, [p for ps in pieces for p in ps])
+    sums = np.zeros((len(mels), piece_embeddings.shape[1]), np.float64)
+    np.add.at(sums, owner, piece_embeddings)
+    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+
+  def female_probability(self, params, embeddings) -> np.ndarray:
+    """P(female) [K] from the gender head, given the model's own embeddings [K, D]."""
+    if not len(embeddings):
+      return np.zeros(0, np.float32)
+    logits = self._gender(params, jnp.asarray(embeddings, jnp.float32))
+    return np.asarray(jax.nn.sigmoid(logits))
+
+  def warm_up(self, params, max_seconds: float = 10.0) -> None:
+    n_mels = int(self.config.data.n_mels)
+    if self.mode == "windows":
+      for size in BUCKETS:
+        self._embed_windows(params, np.zeros((size, self.window, n_mels), np.float32))
+      return
+    top = padded_length(min(int(max_seconds * 100), MAX_FRAMES))
+    length = padded_length(self.window)
+    while length <= top:
+      self._embed_pieces(params, [np.zeros((length, n_mels), np.float32)])
+      length = padded_length(length + 1)
+
+
+class Encoder:
+  """A trained speaker model, ready to embed audio."""
+
+  def __init__(self, config, params, step: int | None = None, source: str | None = None,
+               speakers=None, embedding_mean=None):
+    self.config = config
+    # None: embeddings are the model's output as is (see hive/scoring.py).
+    self.embedding_mean = None if embedding_mean is None else np.asarray(embedding_mean)
+    self.params = params
+    self.step = step
+    self.source = source
+    self.speakers = list(speakers or [])
+    self.feature_config = features_lib.FeatureConfig(n_mels=config.data.n_mels,
+                                                     trim_silence=config.data.trim_silence)
+    self.embedder = Embedder(config, params["speaker"]["kernel"].shape[-1])
+    self.model, self.mode, self.window = (self.embedder.model, self.embedder.mode,
+                                          self.embedder.window)
+
   @classmethod
   def from_workdir(cls, workdir, step: int | None = None, centring: bool = True) -> "Encoder":
     """Loads the latest (or the given) orbax checkpoint of a training workdir, and its
     training mean embedding if it has one (`centring=False` ignores it)."""
     workdir = epath.Path(workdir)  # Local or a bucket (gs://...), as in training.
-    config = checkpoint.load_config(workdir)
-    speakers = checkpoint.load_speakers(workdir)["train"]
-    abstract = jax.eval_shape(
-        lambda: train.create_train_state(config, len(speakers), jax.random.PRNGKey(0)))
+    config = workdir_lib.load_config(workdir)
+    speakers = workdir_lib.load_speakers(workdir)["train"]
     manager = checkpoint.make_manager(workdir, create=False)
     chosen = manager.latest_step() if step is None else step
     if chosen is None:
-      raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}")
+      raise FileNotFoundError(f"no checkpoint in {workdir_lib.checkpoint_dir(workdir)}")
     if chosen not in manager.all_steps():  # Orbax's own error for this is cryptic.
       raise FileNotFoundError(f"no checkpoint of step {chosen} in "
-                              f"{checkpoint.checkpoint_dir(workdir)} (have {manager.all_steps()})")
-    params = checkpoint.restore_model_params(manager, chosen, abstract.params["model"])
-    mean = centring_lib.load(workdir, config.model.embed_dim, chosen) if centring else None
+                              f"{workdir_lib.checkpoint_dir(workdir)} (have {manager.all_steps()})")
+    params = checkpoint.restore_model_params(manager, chosen,
+                                             abstract_params(config, len(speakers)))
+    mean = workdir_lib.load_mean(workdir, config.model.embed_dim, chosen) if centring else None
     return cls(config, params, chosen, str(workdir), speakers, mean)
 
   @classmethod
   def pretrained(cls) -> "Encoder":
     """The model shipped in the repository (pretrained/hive-mtl); no download."""
-    if not (PRETRAINED_DIR / checkpoint.CONFIG_FILE).is_file():
+    if not (PRETRAINED_DIR / workdir_lib.CONFIG_FILE).is_file():
       raise FileNotFoundError(f"{PRETRAINED_DIR}: the shipped model is missing")
     return cls.from_workdir(PRETRAINED_DIR)
+
+  def model_record(self) -> dict:
+    """What identifies this model's embeddings (hive/workdir.py: model_record)."""
+    return workdir_lib.model_record(self.config, self.step, self.embedding_mean, self.source)
 
   # --- features ---------------------------------------------------------------
 
@@ -156,79 +247,16 @@ class Encoder:
 
   # --- embeddings -------------------------------------------------------------
 
-  def _embed_windows(self, windows: np.ndarray) -> np.ndarray:
-    out, i = [], 0
-    while i < len(windows):
-      left = len(windows) - i
-      size = next((b for b in BUCKETS if b >= left), BUCKETS[-1])
-      chunk = windows[i:i + size]
-      pad = size - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      out.append(np.asarray(self._embed(self.params, jnp.asarray(chunk)))[:size - pad])
-      i += size
-    return np.concatenate(out)
-
-  def _embed_pieces(self, pieces: list[np.ndarray]) -> np.ndarray:
-    """Pieces of any length -> [K, D], in padded batches of bucketed shapes."""
-    n_mels = pieces[0].shape[1]
-    out = np.zeros((len(pieces), self.config.model.embed_dim), np.float32)
-    by_length = {}
-    for i, piece in enumerate(pieces):
-      by_length.setdefault(padded_length(len(piece)), []).append(i)
-    for length, members in sorted(by_length.items()):
-      allowed = [r for r in ROWS if r * length <= FRAMES_PER_BATCH] or [1]
-      i = 0
-      while i < len(members):
-        # The largest batch that is full: no compute is spent on padding rows.
-        rows = max(r for r in allowed if r <= len(members) - i)
-        chunk = members[i:i + rows]
-        batch = np.zeros((rows, length, n_mels), np.float32)
-        lengths = np.array([len(pieces[j]) for j in chunk], np.int32)
-        for row, j in enumerate(chunk):
-          batch[row, :lengths[row]] = pieces[j]
-        out[chunk] = np.asarray(self._embed_padded(self.params, jnp.asarray(batch),
-                                                   jnp.asarray(lengths)))
-        i += rows
-    return out
-
-  def _cut(self, mel: np.ndarray) -> np.ndarray | list[np.ndarray]:
-    """One utterance as the pieces its mode embeds (windows or whole pieces)."""
-    if len(mel) == 0:
-      raise ValueError("cannot embed an utterance with no frames")
-    if self.mode == "windows":
-      return cut_windows(mel, self.window, self.hop)
-    if len(mel) < self.window:
-      mel = np.resize(mel, (self.window, mel.shape[1]))  # Repeats rows cyclically.
-    return builder.consecutive_segments(mel, MAX_FRAMES)
-
   def embed_features(self, mels, with_gender: bool = False):
     """Many log-mels [frames, F] -> L2-normalised embeddings [K, D], batched together
     (centred when the model has a training mean). `with_gender=True` returns
     (embeddings, P(female) [K]) from the same pass."""
-    raw = self._model_embeddings(list(mels))
-    embeddings = raw if self.embedding_mean is None else centring_lib.centre(
-        raw, self.embedding_mean)
+    raw = self.embedder.embeddings(self.params, mels)
+    embeddings = raw if self.embedding_mean is None else scoring.centre(raw,
+                                                                          self.embedding_mean)
     if not with_gender:
       return embeddings
-    if not len(raw):
-      return embeddings, np.zeros(0, np.float32)
-    logits = self._gender(self.params, jnp.asarray(raw, jnp.float32))
-    return embeddings, np.asarray(jax.nn.sigmoid(logits))
-
-  def _model_embeddings(self, mels: list) -> np.ndarray:
-    """The model's own embeddings (before centring): what its heads read."""
-    if not mels:
-      return np.zeros((0, self.config.model.embed_dim), np.float32)
-    pieces = [self._cut(np.asarray(m, np.float32)) for m in mels]
-    owner = np.repeat(np.arange(len(mels)), [len(p) for p in pieces])
-    if self.mode == "windows":
-      piece_embeddings = self._embed_windows(np.concatenate(pieces))
-    else:
-      piece_embeddings = self._embed_pieces([p for ps in pieces for p in ps])
-    sums = np.zeros((len(mels), piece_embeddings.shape[1]), np.float64)
-    np.add.at(sums, owner, piece_embeddings)
-    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+    return embeddings, self.embedder.female_probability(self.params, raw)
 
   def embed(self, wave_or_path) -> np.ndarray:
     """One utterance (path or 16 kHz wave) -> embedding [D]."""
@@ -246,16 +274,7 @@ class Encoder:
   def warm_up(self, max_seconds: float = 10.0) -> "Encoder":
     """Compiles now, rather than on first use, what embedding one input at a time up to
     `max_seconds` needs (servers); batches of other sizes compile when first met."""
-    n_mels = self.feature_config.n_mels
-    if self.mode == "windows":
-      for size in BUCKETS:
-        self._embed_windows(np.zeros((size, self.window, n_mels), np.float32))
-      return self
-    top = padded_length(min(int(max_seconds * 100), MAX_FRAMES))
-    length = padded_length(self.window)
-    while length <= top:
-      self._embed_pieces([np.zeros((length, n_mels), np.float32)])
-      length = padded_length(length + 1)
+    self.embedder.warm_up(self.params, max_seconds)
     return self
 
   @staticmethod

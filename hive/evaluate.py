@@ -2,16 +2,11 @@
 
 Every utterance of every speaker under PATH (LibriSpeech layout or Kaldi dir)
 is embedded (centred when the model has a training mean embedding, see
-hive/centring.py, as every hive command does); the report (JSON) holds:
-  * eer, min_dcf (p_target 0.01) and their thresholds over all pairs of
-    utterances, cosine scoring; num_trials; a threshold is null when its best
-    operating point accepts no trial (+inf, which JSON cannot hold);
-  * identification_accuracy: one-shot closed-set identification, each speaker
-    enrolled with its first utterance (sorted ids), every other utterance
-    assigned to the most similar enrolled speaker;
-  * gender_accuracy from the gender head where labels exist (else null);
-  * num_speakers, num_utterances, seconds_of_audio, embed_seconds;
-  * the model: workdir, checkpoint_step and centring (the training mean's digest).
+hive/centring.py, as every hive command does) and scored by the evaluator that
+training uses too (hive/evaluator.py, which lists the numbers); the report (JSON)
+adds the model (workdir, checkpoint_step, centring: the training mean's digest) and
+the data. A threshold is null when its best operating point accepts no trial (+inf,
+which JSON cannot hold).
 `--split=dev` keeps only the workdir's held-out dev speakers. `--plots=DIR`
 adds a DET curve and a 2-D map of the embeddings (PNG). `--segment_seconds=S`
 scores consecutive S-second segments instead of whole utterances: for corpora
@@ -24,20 +19,15 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import sys
-import time
 
-import tensorflow as tf
+import numpy as np
+from absl import app, flags
 
-tf.config.set_visible_devices([], "GPU")  # TF only reads the prepared features.
-
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from hive import centring, checkpoint, logs, metrics  # noqa: E402
-from hive.data import builder as builder_lib  # noqa: E402
-from hive.data import readers  # noqa: E402
-from hive.encoder import Encoder, use_compilation_cache  # noqa: E402
+from hive import cli, metrics, workdir as workdir_lib
+from hive.data import builder as builder_lib, input_pipeline, readers
+from hive.data.examples import Examples
+from hive.encoder import Encoder
+from hive.evaluator import VerificationEvaluator, utterances_per_speaker
 
 
 FLAGS = flags.FLAGS
@@ -58,20 +48,16 @@ def define_flags() -> None:
                      "Score S-second segments of each utterance instead of whole ones (0: off).")
 
 
-def select_split(examples: builder_lib.Examples, root, workdir, split: str):
+def select_split(examples: Examples, root, workdir, split: str):
   """Keeps the workdir's dev or train speakers (names may carry a corpus prefix)."""
   if split == "all":
     return examples
-  wanted = set(checkpoint.load_speakers(workdir)[split])
-  prefix = pathlib.Path(root).resolve().name + "/"
+  wanted = set(workdir_lib.load_speakers(workdir)[split])
+  prefix = input_pipeline.corpus_prefix(root)
   keep = [s for s in set(examples.speakers) if s in wanted or prefix + s in wanted]
   if not keep:
     raise ValueError(f"none of the workdir's {split} speakers are in {root}")
   return examples.select_speakers(keep)
-
-
-def utterances_per_speaker(speakers) -> np.ndarray:
-  return np.unique(np.asarray(speakers), return_counts=True)[1]
 
 
 def auto_segment_seconds(speakers, seconds: float = 3.0) -> float:
@@ -81,30 +67,10 @@ def auto_segment_seconds(speakers, seconds: float = 3.0) -> float:
   return seconds if (counts >= 2).sum() < len(counts) / 2 else 0.0
 
 
-def evaluate(encoder: Encoder, examples: builder_lib.Examples, hop_seconds: float = 0.01) -> dict:
+def evaluate(encoder: Encoder, examples: Examples) -> dict:
   """The report's numbers for prepared examples (embeddings returned under '_embeddings')."""
-  if not (utterances_per_speaker(examples.speakers) >= 2).any():
-    raise ValueError("every speaker has a single utterance, so there is no same-speaker "
-                     "trial; score segments instead (--segment_seconds)")
-  started = time.time()
-  embeddings, p_female = encoder.embed_features(examples.features, with_gender=True)
-  embed_seconds = time.time() - started
-  report = {"num_speakers": len(set(examples.speakers)),
-            "num_utterances": len(examples.utterance_ids),
-            "seconds_of_audio": round(float(np.sum(examples.num_frames)) * hop_seconds, 2),
-            "embed_seconds": round(embed_seconds, 3)}
-  report.update(metrics.verification(embeddings, examples.speakers))
-  report.update(metrics.one_shot_identification(embeddings, examples.speakers,
-                                                examples.utterance_ids))
-  labelled = examples.genders >= 0
-  if labelled.any():
-    female = p_female[labelled] > 0.5
-    report["gender_accuracy"] = float(np.mean(female == (examples.genders[labelled] == 1)))
-  else:
-    report["gender_accuracy"] = None
-  report["num_gender_labelled"] = int(labelled.sum())
-  report["_embeddings"] = embeddings
-  return report
+  return VerificationEvaluator(encoder.embedder, examples).run(encoder.params,
+                                                              encoder.embedding_mean)
 
 
 def plot_det(scores, labels, path):
@@ -162,27 +128,23 @@ def strict_json(report: dict) -> dict:
 
 def main(argv):
   del argv
-  logs.quiet_libraries()
   if not FLAGS.workdir or not FLAGS.data:
     raise app.UsageError("--workdir and --data are required")
   if FLAGS.segment_seconds < 0:
     raise app.UsageError(f"--segment_seconds must be >= 0, got {FLAGS.segment_seconds}")
-  use_compilation_cache()
-  try:
-    encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
-    builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)
-    examples = select_split(builder_lib.load_examples(builder), FLAGS.data, FLAGS.workdir,
-                            FLAGS.split)
-    if FLAGS.segment_seconds > 0:
-      examples = examples.cut_segments(
-          round(FLAGS.segment_seconds * 1000 / encoder.feature_config.hop_ms))
-    report = evaluate(encoder, examples, encoder.feature_config.hop_ms / 1000)
-  except (FileNotFoundError, ValueError, readers.CorpusError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.hide_gpus_from_tensorflow()
+  cli.use_compilation_cache()
+  encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
+  builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)
+  examples = select_split(builder_lib.read_examples(builder), FLAGS.data, FLAGS.workdir,
+                          FLAGS.split)
+  if FLAGS.segment_seconds > 0:
+    examples = examples.cut_segments(
+        round(FLAGS.segment_seconds * 1000 / encoder.feature_config.hop_ms))
+  report = evaluate(encoder, examples)
   embeddings = report.pop("_embeddings")
   report.update({"workdir": str(FLAGS.workdir), "checkpoint_step": encoder.step,
-                 "centring": centring.digest(encoder.embedding_mean),
+                 "centring": workdir_lib.mean_digest(encoder.embedding_mean),
                  "data": str(FLAGS.data), "split": FLAGS.split,
                  "segment_seconds": FLAGS.segment_seconds or None,
                  "skipped_files": len(prepared.skips)})
@@ -193,13 +155,15 @@ def main(argv):
     plot_embeddings(embeddings, examples.speakers, examples.genders, plots / "embeddings.png")
     report["plots"] = [str(plots / "det.png"), str(plots / "embeddings.png")]
   report = strict_json(report)
-  text = json.dumps(report, indent=1, allow_nan=False)
   if FLAGS.out:
-    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(FLAGS.out).write_text(text + "\n")
+    workdir_lib.write_atomically(FLAGS.out, json.dumps(report, indent=1, allow_nan=False) + "\n")
   print(json.dumps(report, allow_nan=False))
 
 
+def run() -> None:
+  # Any ValueError here is about the input (a corpus, a split, a workdir): one line.
+  cli.run(main, define_flags, errors=(ValueError, readers.CorpusError))
+
+
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run()

@@ -6,15 +6,14 @@ The export drops the optimiser state and GE2E's w/b (a third of the size of a
 training checkpoint) and keeps everything `hive.Encoder`, `hive.evaluate`,
 `hive.voiceid` and `hive.embed` need, so each of them accepts `--workdir=OUT`.
 Training cannot resume from an export; keep the workdir for that.
+Also installed as the console script `hive-export`.
 """
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from hive import centring, checkpoint, logs
+from hive import checkpoint, cli
 from hive.encoder import Encoder
 
 
@@ -30,20 +29,17 @@ def export_workdir(workdir, out, step: int | None = None):
   return checkpoint.export(workdir, out, encoder.step, encoder.params)
 
 
-def main(argv) -> int:
-  del argv
-  logs.quiet_libraries()
-  FLAGS = flags.FLAGS
-  try:
-    path = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except (FileNotFoundError, FileExistsError, centring.BadMeanFile) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def main(argv) -> None:
+  cli.no_arguments(argv)
+  f = flags.FLAGS
+  path = export_workdir(f.workdir, f.out, f.step)
   size = sum((folder / name).stat().length for folder, _, names in path.walk() for name in names)
-  print(f"exported {FLAGS.workdir} step {path.name} to {FLAGS.out} ({size / 2**20:.1f} MiB)")
-  return 0
+  print(f"exported {f.workdir} step {path.name} to {f.out} ({size / 2**20:.1f} MiB)")
+
+
+def run() -> None:
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run()

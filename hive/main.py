@@ -4,46 +4,48 @@ Any config field can be overridden, e.g. `--config.train.steps=200
 --config.data.root=PATH`. Re-running the same command resumes from the latest
 checkpoint in DIR. When training ends, the training speakers' mean embedding is
 fitted for the last checkpoint (hive/centring.py). The run ends by printing one
-line of JSON.
+line of JSON. Also installed as the console script `hive-train`.
 """
 
 from __future__ import annotations
 
 import json
 
-import tensorflow as tf
+import jax
+from absl import flags
 
-# tf.data only feeds batches: keep TensorFlow off the accelerators JAX uses.
-tf.config.set_visible_devices([], "GPU")
+from hive import centring, cli, parallel, train, workdir as workdir_lib
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from hive import centring, logs, parallel, train  # noqa: E402
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
-_COORDINATOR = flags.DEFINE_string("coordinator", None,
-                                   "host:port of process 0 for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logs.quiet_libraries()
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+def define_flags() -> None:
+  from ml_collections import config_flags
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.")
+  config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                  lock_config=True)
+  flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-process runs.")
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> None:
+  cli.no_arguments(argv)
+  cli.hide_gpus_from_tensorflow()
+  parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   # Every process reads the data (its barriers need all), process 0 writes.
-  mean, step, count = centring.fit_workdir(_WORKDIR.value)
+  mean, step, count = centring.fit_workdir(FLAGS.workdir)
   summary["centring_utterances"] = count
   if jax.process_index() == 0:
-    centring.save(_WORKDIR.value, mean, step)
+    workdir_lib.save_mean(FLAGS.workdir, mean, step)
     print(json.dumps(summary), flush=True)
 
 
+def run() -> None:
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

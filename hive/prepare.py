@@ -1,18 +1,19 @@
 """Prepares a corpus once: `python -m hive.prepare --data=PATH [--data_dir=CACHE]`.
 
-Reads a LibriSpeech-layout root or a Kaldi data dir, writes log-mel features as a
-TFDS dataset (a cache hit the second time) and prints what it read and skipped.
+Reads a LibriSpeech-layout root, a VoxCeleb-layout root or a Kaldi data dir (hive/data/
+readers.py), writes log-mel features as a TFDS dataset (a cache hit the second time) and
+prints a summary of what it read, skipped and noticed (each kind once, with a count and a
+few examples; every one is in the dataset's prepare_report.json). Also installed as the
+console script `hive-prepare`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from hive import features as features_lib
-from hive import logs
+from hive import cli, features as features_lib
 from hive.data import audio
 from hive.data import builder as builder_lib
 from hive.data import readers
@@ -24,7 +25,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defined only when run as a program, so importing several hive commands in
   one process (tests, notebooks) does not clash on shared flag names."""
-  flags.DEFINE_string("data", None, "Corpus root (LibriSpeech layout or Kaldi data dir).")
+  flags.DEFINE_string("data", None, "Corpus root (LibriSpeech or VoxCeleb layout, or a Kaldi data dir).")
   flags.DEFINE_string("data_dir", None, "TFDS cache (default $HIVE_CACHE/tfds or ~/.cache/hive/tfds).")
   flags.DEFINE_integer("n_mels", 40, "Mel bands.")
   flags.DEFINE_bool("trim_silence", False, "Drop low-energy stretches before features.")
@@ -105,20 +106,18 @@ def format_report(report: builder_lib.PrepareReport) -> str:
 
 
 def main(argv):
-  del argv
-  logs.quiet_libraries()
+  cli.no_arguments(argv)
   if not FLAGS.data:
     raise app.UsageError("--data=PATH is required")
+  cli.hide_gpus_from_tensorflow()
   config = features_lib.FeatureConfig(n_mels=FLAGS.n_mels, trim_silence=FLAGS.trim_silence)
-  try:
-    _, report = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, config, FLAGS.num_workers)
-  except readers.CorpusError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  _, report = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, config, FLAGS.num_workers)
   print(format_report(report))
 
 
+def run() -> None:
+  cli.run(main, define_flags, errors=(readers.CorpusError,))
+
+
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run()

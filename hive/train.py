@@ -3,12 +3,13 @@
 `train_and_evaluate(config, workdir)` is what `python -m hive.main` runs. It
 resumes from the latest checkpoint in `workdir` when there is one; a new run
 with `train.init_from` starts from another run's model parameters instead.
+Every `train.eval_every` steps the dev speakers are scored by the evaluator that
+`hive.evaluate` uses (hive/evaluator.py).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from typing import Any
 
@@ -23,8 +24,11 @@ from clu import metric_writers
 from flax.training import train_state
 from tqdm import tqdm
 
-from hive import augment, checkpoint, input_pipeline, losses, metrics, parallel
-from hive.models import SpeakerModel, create_model
+from hive import augment, checkpoint, evaluator as evaluator_lib, losses, parallel
+from hive import workdir as workdir_lib
+from hive.data import input_pipeline
+from hive.encoder import Embedder
+from hive.models import carried_over, create_model, init_params
 
 LOSS_TERMS = ("ge2e", "triplet", "speaker_id", "gender")
 
@@ -68,9 +72,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def create_train_state(config, num_speakers: int, rng) -> TrainState:
   model = create_model(config.model, num_speakers)
   init_rng, state_rng = jax.random.split(rng)
-  shape = (1, config.data.crop_frames, config.data.n_mels)
   params = {
-      "model": model.init(init_rng, jnp.zeros(shape, jnp.float32))["params"],
+      "model": init_params(config, num_speakers, init_rng),
       "loss": {"w": jnp.asarray(config.loss.ge2e_w_init, jnp.float32),
                "b": jnp.asarray(config.loss.ge2e_b_init, jnp.float32)},
   }
@@ -107,30 +110,14 @@ def make_train_step(config, mesh):
                  donate_argnums=0)
 
 
-def make_embed_fn(model: SpeakerModel, batch_size: int, mesh):
-  """numpy features [K, T, F] -> numpy embeddings [K, D], in fixed-size jitted chunks.
-
-  Every process embeds the same (replicated) chunks: dev sets are small, and
-  this keeps evaluation identical whatever the number of processes.
-  """
-  embed = jax.jit(lambda params, x: model.apply({"params": params}, x, method=SpeakerModel.embed),
-                  out_shardings=parallel.replicated(mesh))
-
-  def embed_all(params, features):
-    out = []
-    for i in range(0, len(features), batch_size):
-      chunk = features[i:i + batch_size]
-      pad = batch_size - len(chunk)  # Fixed shape: one compilation for every chunk.
-      chunk = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
-      out.append(parallel.fetch(embed(params, parallel.replicate(chunk, mesh)))[:batch_size - pad])
-    return np.concatenate(out)
-  return embed_all
+DEV_METRICS = ("eer", "min_dcf", "identification_accuracy", "gender_accuracy")
 
 
-def evaluate_dev(embed_all, params, segments) -> dict:
-  embeddings = embed_all(params, segments["features"])
-  result = metrics.verification(embeddings, segments["speaker"])
-  return {"dev_eer": result["eer"], "dev_min_dcf": result["min_dcf"]}
+def evaluate_dev(evaluator: evaluator_lib.VerificationEvaluator, state: TrainState) -> dict:
+  """The evaluator's numbers for the state's model, as `dev_<name>` scalars. Every process
+  scores the same dev set with the same (replicated) parameters, on its own host."""
+  report = evaluator.run(parallel.fetch(state.params["model"]))
+  return {f"dev_{k}": float(report[k]) for k in DEV_METRICS if report.get(k) is not None}
 
 
 def _init_state(config, num_speakers, mesh) -> TrainState:
@@ -140,31 +127,6 @@ def _init_state(config, num_speakers, mesh) -> TrainState:
                  out_shardings=parallel.replicated(mesh))(rng)
 
 
-def model_settings(config: ml_collections.ConfigDict) -> dict:
-  """The settings that define what a model computes from audio: its features, encoder
-  and heads (not its compute dtype), flattened to {"model.tdnn.channels": 128, ...}
-  with tuples as lists, so a config read back from JSON compares equal."""
-  model = config.model
-  settings = {"data.n_mels": config.data.n_mels, "data.trim_silence": config.data.trim_silence,
-              **{f"model.{k}": model[k] for k in ("encoder", "embed_dim", "speaker_head",
-                                                    "input_norm")}}
-  if model.encoder in model:  # The chosen encoder's own sizes.
-    for key, value in model[model.encoder].items():
-      settings[f"model.{model.encoder}.{key}"] = value
-  return json.loads(json.dumps(settings, default=list))
-
-
-def check_same_model(workdir, config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError when `workdir`'s model settings differ from `config`'s: parameter
-  shapes alone would not catch, e.g., another dilation or input normalisation."""
-  theirs, ours = model_settings(checkpoint.load_config(workdir)), model_settings(config)
-  differ = [f"{k}={theirs.get(k)!r} there, {ours[k]!r} here" for k in ours
-            if theirs.get(k) != ours[k]]
-  if differ:
-    raise ValueError(f"{workdir}: its model settings differ from this config's: "
-                     f"{'; '.join(differ)}")
-
-
 def start_from(state: TrainState, workdir, train_speakers, mesh) -> TrainState:
   """`state` with the model parameters of `workdir`'s latest checkpoint (fine-tuning).
 
@@ -172,8 +134,8 @@ def start_from(state: TrainState, workdir, train_speakers, mesh) -> TrainState:
   trains the same speakers in the same order, and starts afresh otherwise (e.g.
   adapting to another corpus). GE2E's w, b and the optimiser always start afresh.
   """
-  same_speakers = checkpoint.load_speakers(workdir)["train"] == list(train_speakers)
-  wanted = {k: v for k, v in state.params["model"].items() if same_speakers or k != "speaker"}
+  same_speakers = workdir_lib.load_speakers(workdir)["train"] == list(train_speakers)
+  wanted = carried_over(state.params["model"], same_speakers)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), wanted)
   params, step = checkpoint.latest_model_params(workdir, abstract)
   logging.info("Starting from the model parameters of %s, step %d%s", workdir, step,
@@ -190,8 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   parallel.check_divisible(data.n_speakers * data.n_utterances, mesh)
   fine_tune = (config.train.get("init_from") and
                checkpoint.make_manager(workdir, create=False).latest_step() is None)
-  if fine_tune:
-    check_same_model(config.train.init_from, config)  # Before this run writes anything.
+  if fine_tune:  # Before this run writes anything.
+    workdir_lib.check_same_settings(config.train.init_from, config)
 
   inputs = input_pipeline.load_inputs(data)
   state = _init_state(config, inputs.train.num_speakers, mesh)
@@ -201,16 +163,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if fine_tune:
     state = start_from(state, config.train.init_from, inputs.train.speakers, mesh)
   if is_main:
-    checkpoint.save_config(workdir, config)
-    checkpoint.save_speakers(workdir, inputs.train.speakers, inputs.dev_speakers)
+    workdir_lib.save_config(workdir, config)
+    workdir_lib.save_speakers(workdir, inputs.train.speakers, inputs.dev_speakers)
     if start_step:
       logging.info("Resuming from step %d in %s", start_step, workdir)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   step_fn = make_train_step(config, mesh)
-  model = create_model(config.model, inputs.train.num_speakers)
-  embed_all = make_embed_fn(model, config.train.eval_batch_size, mesh)
-  segments = input_pipeline.dev_segments(inputs, data)
+  evaluator = None
+  if inputs.dev is not None:
+    evaluator = evaluator_lib.training_evaluator(
+        Embedder(config, inputs.train.num_speakers), inputs.dev, inputs.train_examples,
+        config.eval, config.seed)
   batches = input_pipeline.train_batches(inputs, data, config.seed, start_step)
   rows = data.n_speakers * data.n_utterances
 
@@ -240,11 +204,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "ge2e", "speaker_id_accuracy")
                          if k in last})
         window_start, window_steps = time.time(), 0
-      if segments is not None and (done % config.train.eval_every == 0 or done == steps):
-        dev = evaluate_dev(embed_all, state.params["model"], segments)
+      if evaluator is not None and (done % config.train.eval_every == 0 or done == steps):
+        dev = evaluate_dev(evaluator, state)
         writer.write_scalars(done, dev)
         if is_main:
           tqdm.write(f"step {done}: dev EER {dev['dev_eer']:.2%}, minDCF {dev['dev_min_dcf']:.3f}, "
+                     f"one-shot ID {dev['dev_identification_accuracy']:.1%}, "
                      f"loss {last['loss']:.4f}")
       if done % config.train.checkpoint_every == 0 or done == steps:
         checkpoint.save(manager, state)
@@ -257,10 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   summary = {
       "steps": int(parallel.fetch(state.step)),
-      "dev_eer": dev.get("dev_eer"),
-      "dev_min_dcf": dev.get("dev_min_dcf"),
+      **{f"dev_{k}": dev.get(f"dev_{k}") for k in DEV_METRICS},
       **{k: last.get(k) for k in LOSS_TERMS + ("loss",) if k in last},
-      "checkpoint": str(checkpoint.checkpoint_dir(workdir) / str(manager.latest_step())),
+      "checkpoint": str(workdir_lib.checkpoint_dir(workdir) / str(manager.latest_step())),
       "seconds": round(time.time() - started, 1),
   }
   return summary

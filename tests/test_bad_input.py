@@ -119,7 +119,7 @@ def test_every_good_file_is_kept(librispeech):
   report = librispeech["report"]
   assert report.utterances == len(librispeech["good"])
   assert report.speakers == 3
-  examples = builder.load_examples(librispeech["builder"])
+  examples = builder.read_examples(librispeech["builder"])
   assert examples.utterance_ids == sorted(p.stem for p in librispeech["good"])
   for path, mel, n in zip(sorted(librispeech["good"]), examples.features, examples.num_frames):
     assert mel.shape == (n, 40) and mel.dtype == np.float32
@@ -142,7 +142,7 @@ def test_missing_speakers_txt_entry_is_kept_with_notice(librispeech):
   assert "speaker 13" in report.notices[0]["message"]
   assert report.gender_speakers == {"f": 1, "m": 1, "unknown": 1}
   assert report.gender_utterances == {"f": 2, "m": 2, "unknown": 2}
-  examples = builder.load_examples(librispeech["builder"])
+  examples = builder.read_examples(librispeech["builder"])
   assert examples.gender_of_speaker == {"11": 1, "12": 0, "13": -1}
 
 

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from hive import config as config_lib, embed, encoder as encoder_lib, train
+from hive import config as config_lib, embed, encoder as encoder_lib
 from hive.data import audio
 from hive.encoder import Encoder, cut_windows, window_starts
-from hive.models import SpeakerModel
+from hive.models import SpeakerModel, init_params
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def tdnn_enc():
   c = config_lib.base_config()
   c.model.encoder, c.model.embed_dim, c.model.tdnn.channels = "tdnn", 16, 16
   c.data.crop_frames = 40
-  params = train.create_train_state(c, 5, jax.random.PRNGKey(0)).params["model"]
+  params = init_params(c, 5, jax.random.PRNGKey(0))
   return Encoder(c, params)
 
 
@@ -225,7 +225,7 @@ def test_embed_writes_npz_and_skips_bad_files(enc, tiny, tmp_path, capsys):
   empty = tmp_path / "empty.flac"
   empty.write_bytes(b"")
   out = tmp_path / "out" / "embeddings.npz"
-  embed.run(None, out, good[:2] + [str(empty)] + good[2:], chunk_files=3, encoder=enc)
+  embed.embed_command(None, out, good[:2] + [str(empty)] + good[2:], chunk_files=3, encoder=enc)
   captured = capsys.readouterr()
   assert "embedded 4, skipped 1" in captured.out
   assert f"{empty}: empty file" in captured.err
@@ -242,10 +242,10 @@ def test_embed_writes_npz_and_skips_bad_files(enc, tiny, tmp_path, capsys):
 def test_embed_with_nothing_usable_writes_nothing(enc, tmp_path):
   out = tmp_path / "e.npz"
   with pytest.raises(embed.EmbedError, match="none of the 1 files"):
-    embed.run(None, out, [str(tmp_path / "missing.flac")], encoder=enc)
+    embed.embed_command(None, out, [str(tmp_path / "missing.flac")], encoder=enc)
   assert not out.exists()
   with pytest.raises(embed.EmbedError, match="no audio files"):
-    embed.run(None, out, [], encoder=enc)
+    embed.embed_command(None, out, [], encoder=enc)
 
 
 def test_warm_up_returns_the_encoder_in_both_modes(enc, tdnn_enc):
@@ -253,7 +253,7 @@ def test_warm_up_returns_the_encoder_in_both_modes(enc, tdnn_enc):
 
 
 def test_commands_keep_compiled_programs_under_the_hive_cache(monkeypatch, tmp_path):
-  from hive.encoder import use_compilation_cache
+  from hive.cli import use_compilation_cache
   saved = (jax.config.jax_compilation_cache_dir,
            jax.config.jax_persistent_cache_min_compile_time_secs)
   try:

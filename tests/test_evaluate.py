@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from hive import checkpoint, evaluate, voiceid
-from hive.data import builder as builder_lib
+from hive import checkpoint, evaluate, voiceid, workdir as workdir_lib
+from hive.data import builder as builder_lib, examples as examples_lib
 from hive.encoder import Encoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def enc(tiny):
 @pytest.fixture(scope="module")
 def examples(tiny, enc):
   builder, _ = builder_lib.prepare(tiny["corpus"], tiny["data_dir"], enc.feature_config)
-  return builder_lib.load_examples(builder)
+  return builder_lib.read_examples(builder)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_eer_and_min_dcf_agree_with_sklearn(report, examples):
 
 def test_select_split_keeps_only_the_workdirs_speakers(tiny, examples, tmp_path):
   workdir, corpus = tiny["workdir"], tiny["corpus"]
-  lists = checkpoint.load_speakers(workdir)
+  lists = workdir_lib.load_speakers(workdir)
   assert lists["dev"] and not set(lists["dev"]) & set(lists["train"])
   for split in ("dev", "train"):
     kept = evaluate.select_split(examples, corpus, workdir, split)
@@ -133,15 +133,15 @@ def test_cli_writes_report_and_plots(tiny, tmp_path):
 
 
 def test_consecutive_segments_by_hand():
-  pieces = builder_lib.consecutive_segments(np.arange(10), 3)  # The tail of 1 joins the last.
+  pieces = examples_lib.consecutive_segments(np.arange(10), 3)  # The tail of 1 joins the last.
   assert [p.tolist() for p in pieces] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
-  assert [len(p) for p in builder_lib.consecutive_segments(np.arange(5), 3)] == [5]
-  assert [len(p) for p in builder_lib.consecutive_segments(np.arange(6), 3)] == [3, 3]
+  assert [len(p) for p in examples_lib.consecutive_segments(np.arange(5), 3)] == [5]
+  assert [len(p) for p in examples_lib.consecutive_segments(np.arange(6), 3)] == [3, 3]
 
 
 def test_cut_segments_by_hand():
   mels = [np.arange(100 * 2, dtype=np.float32).reshape(100, 2), np.zeros((20, 2), np.float32)]
-  ex = builder_lib.Examples(["a", "b"], ["s1", "s2"], np.array([0, 1], np.int32),
+  ex = examples_lib.Examples(["a", "b"], ["s1", "s2"], np.array([0, 1], np.int32),
                             np.array([100, 20], np.int32), mels)
   cut = ex.cut_segments(30)
   # 100 frames -> 30, 30, 40 (the short tail joins the last segment); 20 frames stay whole.
@@ -158,7 +158,7 @@ def test_single_utterance_speakers_need_segments(enc, examples):
   for i, s in enumerate(examples.speakers):
     first.setdefault(s, i)
   idx = sorted(first.values())
-  one_each = builder_lib.Examples(
+  one_each = examples_lib.Examples(
       [examples.utterance_ids[i] for i in idx], [examples.speakers[i] for i in idx],
       examples.genders[idx], examples.num_frames[idx], [examples.features[i] for i in idx])
   with pytest.raises(ValueError, match="--segment_seconds"):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from hive import checkpoint, export
+from hive import checkpoint, export, workdir as workdir_lib
 from hive.encoder import Encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def test_export_round_trip_is_exact_and_drops_the_optimiser(tiny, tmp_path):
   mels = [np.random.default_rng(0).normal(size=(130, 40)).astype(np.float32)]
   np.testing.assert_array_equal(original.embed_features(mels), exported.embed_features(mels))
   # Adam keeps two moments per parameter: the export is well under half the size.
-  full = checkpoint.checkpoint_dir(tiny["workdir"]) / str(original.step)
+  full = workdir_lib.checkpoint_dir(tiny["workdir"]) / str(original.step)
   assert dir_bytes(path) < 0.5 * dir_bytes(full)
   # Nothing in the checkpoint names the machine it was written on.
   for f in pathlib.Path(path).rglob("*"):
@@ -66,6 +66,6 @@ def test_cli(tiny, tmp_path):
 def test_workdirs_may_be_buckets(tmp_path, monkeypatch):
   # A multi-host run on hosts without a shared disk writes to a bucket: its address must
   # survive intact (pathlib would turn gs://b into the local directory gs:/b).
-  assert str(checkpoint.checkpoint_dir("gs://bucket/runs/mtl")) == "gs://bucket/runs/mtl/checkpoints"
+  assert str(workdir_lib.checkpoint_dir("gs://bucket/runs/mtl")) == "gs://bucket/runs/mtl/checkpoints"
   monkeypatch.chdir(tmp_path)
-  assert str(checkpoint.checkpoint_dir("runs/mtl")) == str(tmp_path / "runs/mtl/checkpoints")
+  assert str(workdir_lib.checkpoint_dir("runs/mtl")) == str(tmp_path / "runs/mtl/checkpoints")

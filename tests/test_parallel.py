@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from hive import checkpoint, parallel, train
+from hive import checkpoint, parallel, train, workdir as workdir_lib
 from hive.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,8 +53,8 @@ def _main_flags(corpus, data_dir, workdir):
 
 
 def _params(workdir):
-  config = checkpoint.load_config(workdir)
-  speakers = checkpoint.load_speakers(workdir)["train"]
+  config = workdir_lib.load_config(workdir)
+  speakers = workdir_lib.load_speakers(workdir)["train"]
   target = train.create_train_state(config, len(speakers), jax.random.PRNGKey(0))
   manager = checkpoint.make_manager(workdir)
   state = checkpoint.restore_latest(manager, target)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hive import features
-from hive.data import builder, pipeline
+from hive.data import batches, examples as examples_lib, input_pipeline
 
 CROP = 50
 SHORT = 40  # One utterance shorter than the crop.
@@ -35,7 +35,7 @@ def make_examples(speakers=SPEAKERS):
     f[:, 1] = index
     f[:, 2] = np.arange(n)
     feats.append(f)
-  return builder.Examples(
+  return examples_lib.Examples(
       utterance_ids=[r[0] for r in rows], speakers=[r[1] for r in rows],
       genders=np.array([r[2] for r in rows], np.int32),
       num_frames=np.array([r[3] for r in rows], np.int32), features=feats)
@@ -43,7 +43,7 @@ def make_examples(speakers=SPEAKERS):
 
 @pytest.fixture(scope="module")
 def pool():
-  return pipeline.FramePool.from_examples(make_examples())
+  return batches.FramePool.from_examples(make_examples())
 
 
 def as_numpy(batch):
@@ -79,7 +79,7 @@ def test_pool_layout(pool):
 
 def test_batch_shapes_dtypes_and_speaker_major_rows(pool):
   n, m = 4, 3
-  batch = as_numpy(pipeline.make_batch_fn(pool, n, m, CROP, seed=0)(0))
+  batch = as_numpy(batches.make_batch_fn(pool, n, m, CROP, seed=0)(0))
   assert batch["features"].shape == (n * m, CROP, 3)
   assert batch["features"].dtype == np.float32
   assert batch["speaker"].shape == batch["gender"].shape == (n * m,)
@@ -92,7 +92,7 @@ def test_batch_shapes_dtypes_and_speaker_major_rows(pool):
 
 def test_rows_come_from_the_labelled_speaker_and_follow_the_rules(pool):
   n, m = 6, 4  # Every speaker in every batch.
-  fn = pipeline.make_batch_fn(pool, n, m, CROP, seed=3)
+  fn = batches.make_batch_fn(pool, n, m, CROP, seed=3)
   names = pool.speakers
   used_short = 0
   for step in range(25):
@@ -125,7 +125,7 @@ def test_rows_come_from_the_labelled_speaker_and_follow_the_rules(pool):
 def test_short_utterance_wraps_around(pool):
   short = [u for u in range(len(pool.lengths)) if pool.lengths[u] == SHORT]
   assert len(short) == 1
-  fn = pipeline.make_batch_fn(pool, 6, 4, CROP, seed=0)
+  fn = batches.make_batch_fn(pool, 6, 4, CROP, seed=0)
   batch = as_numpy(fn(0))
   rows = [r for r in batch["features"] if r[0, 1] == short[0]]
   assert rows  # "few" has 3 < M utterances: every one is used.
@@ -136,9 +136,9 @@ def test_short_utterance_wraps_around(pool):
 
 
 def test_deterministic_under_seed_and_step(pool):
-  a = pipeline.make_batch_fn(pool, 4, 3, CROP, seed=7)
-  b = pipeline.make_batch_fn(pool, 4, 3, CROP, seed=7)
-  c = pipeline.make_batch_fn(pool, 4, 3, CROP, seed=8)
+  a = batches.make_batch_fn(pool, 4, 3, CROP, seed=7)
+  b = batches.make_batch_fn(pool, 4, 3, CROP, seed=7)
+  c = batches.make_batch_fn(pool, 4, 3, CROP, seed=8)
   for step in (0, 1, 5):
     x, y, z = as_numpy(a(step)), as_numpy(b(step)), as_numpy(c(step))
     for key in x:
@@ -149,20 +149,20 @@ def test_deterministic_under_seed_and_step(pool):
 
 def test_resume_at_step_k_matches_fresh_dataset(pool):
   k = 3
-  fresh = list(pipeline.make_dataset(pool, 4, 3, CROP, seed=5).take(k + 2).as_numpy_iterator())
-  resumed = list(pipeline.make_dataset(pool, 4, 3, CROP, seed=5, start_step=k)
+  fresh = list(batches.make_dataset(pool, 4, 3, CROP, seed=5).take(k + 2).as_numpy_iterator())
+  resumed = list(batches.make_dataset(pool, 4, 3, CROP, seed=5, start_step=k)
                  .take(2).as_numpy_iterator())
   for i in range(2):
     for key in fresh[k + i]:
       np.testing.assert_array_equal(fresh[k + i][key], resumed[i][key])
-  fn = pipeline.make_batch_fn(pool, 4, 3, CROP, seed=5)
+  fn = batches.make_batch_fn(pool, 4, 3, CROP, seed=5)
   np.testing.assert_array_equal(fresh[k]["features"], as_numpy(fn(k))["features"])
 
 
 @pytest.mark.parametrize("n, m, hosts", [(4, 3, 2), (6, 4, 2), (6, 2, 3)])
 def test_per_host_slices_partition_the_global_batch(pool, n, m, hosts):
-  single = pipeline.make_batch_fn(pool, n, m, CROP, seed=11)
-  parts = [pipeline.make_batch_fn(pool, n, m, CROP, seed=11, process_index=i,
+  single = batches.make_batch_fn(pool, n, m, CROP, seed=11)
+  parts = [batches.make_batch_fn(pool, n, m, CROP, seed=11, process_index=i,
                                   process_count=hosts) for i in range(hosts)]
   for step in (0, 4):
     whole = as_numpy(single(step))
@@ -178,11 +178,11 @@ def test_per_host_slices_partition_the_global_batch(pool, n, m, hosts):
 
 def test_errors_for_impossible_batches(pool):
   with pytest.raises(ValueError, match="need 7 speakers"):
-    pipeline.make_batch_fn(pool, 7, 2, CROP, seed=0)
+    batches.make_batch_fn(pool, 7, 2, CROP, seed=0)
   with pytest.raises(ValueError, match="not divisible by 4"):
-    pipeline.make_batch_fn(pool, 6, 2, CROP, seed=0, process_count=4)
+    batches.make_batch_fn(pool, 6, 2, CROP, seed=0, process_count=4)
   with pytest.raises(ValueError, match="no utterances"):
-    pipeline.FramePool.from_examples(make_examples({}))
+    batches.FramePool.from_examples(make_examples({}))
 
 
 # --- Speaker splits -----------------------------------------------------------
@@ -190,77 +190,40 @@ def test_errors_for_impossible_batches(pool):
 
 def test_split_speakers_deterministic_disjoint_and_sized():
   speakers = [f"spk{i:03d}" for i in range(101)] * 2  # Duplicates are ignored.
-  train, dev = pipeline.split_speakers(speakers, 0.1, seed=0)
-  assert (train, dev) == pipeline.split_speakers(list(reversed(speakers)), 0.1, seed=0)
+  train, dev = input_pipeline.split_speakers(speakers, 0.1, seed=0)
+  assert (train, dev) == input_pipeline.split_speakers(list(reversed(speakers)), 0.1, seed=0)
   assert len(dev) == round(0.1 * 101) and len(train) == 101 - len(dev)
   assert not set(train) & set(dev)
   assert sorted(train + dev) == sorted(set(speakers))
   assert train == sorted(train) and dev == sorted(dev)
-  assert pipeline.split_speakers(speakers, 0.1, seed=1)[1] != dev
-  assert pipeline.split_speakers(speakers, 0.0, seed=0) == (sorted(set(speakers)), [])
-  assert len(pipeline.split_speakers(speakers, 0.5, seed=0)[1]) == round(0.5 * 101)
+  assert input_pipeline.split_speakers(speakers, 0.1, seed=1)[1] != dev
+  assert input_pipeline.split_speakers(speakers, 0.0, seed=0) == (sorted(set(speakers)), [])
+  assert len(input_pipeline.split_speakers(speakers, 0.5, seed=0)[1]) == round(0.5 * 101)
 
 
 def test_split_speakers_explicit_dev_and_errors():
   speakers = ["a", "b", "c", "d"]
-  assert pipeline.split_speakers(speakers, 0.9, seed=0, dev_speakers=["c", "a"]) == (
+  assert input_pipeline.split_speakers(speakers, 0.9, seed=0, dev_speakers=["c", "a"]) == (
       ["b", "d"], ["a", "c"])
   with pytest.raises(ValueError, match="not in the corpus"):
-    pipeline.split_speakers(speakers, 0.1, seed=0, dev_speakers=["z"])
+    input_pipeline.split_speakers(speakers, 0.1, seed=0, dev_speakers=["z"])
   for bad in (1.0, -0.1):
     with pytest.raises(ValueError, match="dev_fraction"):
-      pipeline.split_speakers(speakers, bad, seed=0)
+      input_pipeline.split_speakers(speakers, bad, seed=0)
 
 
 def test_dev_speakers_never_appear_in_train_batches():
   examples = make_examples()
   names = sorted(SPEAKERS)
-  train, dev = pipeline.split_speakers(examples.speakers, 0.34, seed=2)
+  train, dev = input_pipeline.split_speakers(examples.speakers, 0.34, seed=2)
   assert len(dev) == 2
-  train_pool = pipeline.FramePool.from_examples(examples.select_speakers(train))
+  train_pool = batches.FramePool.from_examples(examples.select_speakers(train))
   assert train_pool.speakers == train
-  fn = pipeline.make_batch_fn(train_pool, 4, 2, CROP, seed=0)
+  fn = batches.make_batch_fn(train_pool, 4, 2, CROP, seed=0)
   dev_codes = {names.index(s) for s in dev}
   for step in range(10):
     features = as_numpy(fn(step))["features"]
     assert not set(np.unique(features[:, :, 0]).astype(int)) & dev_codes
-
-
-# --- Fixed evaluation segments --------------------------------------------------
-
-
-def test_fixed_segments_deterministic_bounded_and_labelled(pool):
-  per_speaker = 5
-  a = pipeline.fixed_segments(pool, CROP, per_speaker)
-  b = pipeline.fixed_segments(pool, CROP, per_speaker)
-  for key in a:
-    np.testing.assert_array_equal(a[key], b[key])
-  k = len(a["speaker"])
-  assert a["features"].shape == (k, CROP, 3) and a["features"].dtype == np.float32
-  np.testing.assert_array_equal(a["gender"], pool.speaker_gender[a["speaker"]])
-  counts = np.bincount(a["speaker"], minlength=pool.num_speakers)
-  assert np.all(counts <= per_speaker) and np.all(counts >= 1)
-  by_name = dict(zip(pool.speakers, counts))
-  assert by_name["many"] == by_name["five"] == per_speaker
-  assert by_name["alone"] == min(300 // CROP, per_speaker)
-  assert by_name["few"] == 4  # Short utterance: 1 window, the others 2 and 4.
-  rows = decode(pool, a)
-  assert len(set(rows)) == k  # No window twice.
-  many = [r for r in rows if pool.speakers[r[0]] == "many"]
-  assert len({u for _, u, _ in many}) == per_speaker  # Spread over utterances.
-  for _, u, start in rows:
-    if pool.lengths[u] >= CROP:
-      assert start + CROP <= pool.lengths[u]
-
-
-def test_fixed_segments_few_windows_available():
-  examples = make_examples({"x": (0, [SHORT]), "y": (1, [2 * CROP + 10])})
-  pool = pipeline.FramePool.from_examples(examples)
-  segments = pipeline.fixed_segments(pool, CROP, per_speaker=10)
-  assert list(segments["speaker"]) == [0, 1, 1]  # x: one wrapped window; y: two.
-  x = segments["features"][0]
-  np.testing.assert_array_equal(x[:, 2], np.arange(CROP) % SHORT)
-  assert [int(r[0, 2]) for r in segments["features"][1:]] == [0, CROP]
 
 
 # --- Speaker augmentation by speed perturbation --------------------------------------
@@ -269,10 +232,10 @@ def test_fixed_segments_few_windows_available():
 def test_speed_perturbed_speakers_are_new_speakers_with_rescaled_utterances():
   rng = np.random.default_rng(0)
   lengths = [100, 161, 40]
-  examples = builder.Examples(
+  examples = examples_lib.Examples(
       ["a-1", "a-2", "b-1"], ["a", "a", "b"], np.array([1, 1, 0], np.int32),
       np.array(lengths, np.int32), [rng.normal(size=(n, 40)).astype(np.float32) for n in lengths])
-  out = builder.with_speed_perturbed_speakers(examples, (0.9, 1.0, 1.1), features.FeatureConfig())
+  out = examples_lib.with_speed_perturbed_speakers(examples, (0.9, 1.0, 1.1), features.FeatureConfig())
   # Factor 1.0 is the original itself, so it adds nothing.
   assert out.speakers == ["a", "a", "b", "a~sp0.9", "a~sp0.9", "b~sp0.9",
                           "a~sp1.1", "a~sp1.1", "b~sp1.1"]
@@ -287,11 +250,11 @@ def test_speed_perturbed_speakers_are_new_speakers_with_rescaled_utterances():
 
 
 def test_speed_factors_bad_or_repeated():
-  examples = builder.Examples(["a-1"], ["a"], np.array([0], np.int32), np.array([50], np.int32),
+  examples = examples_lib.Examples(["a-1"], ["a"], np.array([0], np.int32), np.array([50], np.int32),
                               [np.zeros((50, 40), np.float32)])
   config = features.FeatureConfig()
   for bad, message in (((0.9, -1.0), "must be positive"), (("fast",), "must be numbers")):
     with pytest.raises(ValueError, match=f"data.speed_factors {message}"):
-      builder.with_speed_perturbed_speakers(examples, bad, config)
-  out = builder.with_speed_perturbed_speakers(examples, (1.1, 1.1), config)
+      examples_lib.with_speed_perturbed_speakers(examples, bad, config)
+  out = examples_lib.with_speed_perturbed_speakers(examples, (1.1, 1.1), config)
   assert out.speakers == ["a", "a~sp1.1"]

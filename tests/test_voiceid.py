@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from hive import centring, export, voiceid
+from hive import export, voiceid, workdir as workdir_lib
+from hive.voiceid import commands as voiceid_commands
 from hive.encoder import Encoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -29,8 +30,8 @@ def enc(tiny):
 @pytest.fixture
 def commands(enc, monkeypatch):
   """The command functions, run in-process with the already loaded model."""
-  monkeypatch.setattr(voiceid, "load_encoder", lambda workdir, step=None: enc)
-  return voiceid
+  monkeypatch.setattr(voiceid_commands, "load_encoder", lambda workdir, step=None: enc)
+  return voiceid_commands
 
 
 def ocean_clips(shared_data, speakers=3, per_speaker=2):
@@ -112,6 +113,25 @@ def test_reenrolment_adds_clips_and_skips_known_ones(commands, tiny, shared_data
     commands.run_enroll(db, workdir, "ann", paths[:1], out=io.StringIO())
 
 
+def test_version_1_store_is_read_as_version_2(tmp_path):
+  """Version 1 recorded a digest of the whole training config; step, centring and size
+  still identify the model, so the store stays usable and is written back as version 2."""
+  store = voiceid.enroll(a_store(), "ann", unit_rows(1), ["a.wav"])
+  old = json.loads(json.dumps(store))
+  old["version"] = 1
+  old["model"] = {"workdir": "/w", "step": 7, "config_digest": "0123456789abcdef",
+                  "centring": "none"}
+  path = tmp_path / "old.json"
+  path.write_text(json.dumps(old))
+  loaded = voiceid.load_store(path)
+  assert loaded["version"] == 2 and "config_digest" not in loaded["model"]
+  assert loaded["speakers"] == store["speakers"]
+  same = {"step": 7, "centring": "none", "embedding_dim": 4, "settings_digest": "x"}
+  voiceid.check_model(loaded, same)
+  with pytest.raises(voiceid.VoiceIdError, match="checkpoint step 7 there, 8 now"):
+    voiceid.check_model(loaded, {**same, "step": 8})
+
+
 # --- pure functions ------------------------------------------------------------------
 
 
@@ -138,7 +158,7 @@ def test_identify_threshold_and_ranking():
   assert [c["speaker"] for c in hit["candidates"]][0] == "c" and len(hit["candidates"]) == 3
   miss = voiceid.identify(store, -e[2], threshold=0.5)
   assert miss["speaker"] is None and miss["best"] != "c"
-  assert voiceid.format_match("q.wav", miss).startswith("q.wav\tunknown (best ")
+  assert voiceid_commands.format_match("q.wav", miss).startswith("q.wav\tunknown (best ")
   assert voiceid.verify(e[0], e[0])["same"] and not voiceid.verify(e[0], -e[0])["same"]
   with pytest.raises(voiceid.VoiceIdError, match="empty"):
     voiceid.identify(a_store(), e[0])
@@ -158,7 +178,7 @@ def test_store_round_trip_is_plain_json(tmp_path):
   assert voiceid.load_store(path) == store
   assert [p.name for p in path.parent.iterdir()] == ["store.json"]  # No temp file left.
   top = json.loads(raw)
-  assert (top["format"], top["version"], top["embedding_dim"]) == ("hive-voiceid", 1, 4)
+  assert (top["format"], top["version"], top["embedding_dim"]) == ("hive-voiceid", 2, 4)
   assert set(top["model"]) == {"workdir", "step", "config_digest"}
   assert top["threshold"] == voiceid.DEFAULT_THRESHOLD
 
@@ -206,7 +226,7 @@ def test_bad_audio_and_empty_store_through_commands(commands, tiny, tmp_path, ca
       commands.run_enroll(db, workdir, "x", [str(path)], out=io.StringIO())
     assert str(path) in str(info.value)
   assert not db.exists()  # Nothing half-enrolled.
-  voiceid.save_store(db, voiceid.new_store(voiceid.model_info(commands.load_encoder(workdir)), 16))
+  voiceid.save_store(db, voiceid.new_store(commands.load_encoder(workdir).model_record(), 16))
   with pytest.raises(voiceid.VoiceIdError, match="no speakers enrolled"):
     commands.run_identify(db, [str(text)], out=io.StringIO())
   good = str(sorted(tiny["corpus"].rglob("*.flac"))[0])
@@ -223,14 +243,14 @@ def test_calibration_from_report(tmp_path):
   db, report = tmp_path / "db.json", tmp_path / "report.json"
   voiceid.save_store(db, a_store())
   report.write_text(json.dumps({"eer": 0.1, "eer_threshold": 0.42, "checkpoint_step": 7}))
-  voiceid.run_calibrate(db, report=str(report), out=io.StringIO())
+  voiceid_commands.run_calibrate(db, report=str(report), out=io.StringIO())
   store = voiceid.load_store(db)
   assert store["threshold"] == 0.42 and store["threshold_source"] == str(report)
   assert voiceid.parse_threshold("auto", str(report), store) == 0.42
   assert voiceid.parse_threshold(None, None, store) is None  # Not given: the store's.
   report.write_text(json.dumps({"eer_threshold": 0.42, "checkpoint_step": 9}))
   with pytest.raises(voiceid.VoiceIdError, match="checkpoint_step 9, the model it would calibrate has 7"):
-    voiceid.run_calibrate(db, report=str(report), out=io.StringIO())
+    voiceid_commands.run_calibrate(db, report=str(report), out=io.StringIO())
   report.write_text(json.dumps({"eer": 0.1}))
   with pytest.raises(voiceid.VoiceIdError, match="no numeric eer_threshold"):
     voiceid.threshold_from_report(report)
@@ -238,7 +258,7 @@ def test_calibration_from_report(tmp_path):
                        ("1.5", "not a cosine score")):
     with pytest.raises(voiceid.VoiceIdError, match=message):
       voiceid.parse_threshold(bad, None)
-  voiceid.run_calibrate(db, threshold="0.3", out=io.StringIO())
+  voiceid_commands.run_calibrate(db, threshold="0.3", out=io.StringIO())
   assert voiceid.load_store(db)["threshold"] == 0.3
 
 
@@ -247,25 +267,25 @@ def test_model_threshold_seeds_new_stores_and_verify(tiny, shared_data, tmp_path
   workdir = tmp_path / "model"
   shutil.copytree(tiny["workdir"], workdir)  # The shared tiny model stays uncalibrated.
   enc = Encoder.from_workdir(workdir)
-  monkeypatch.setattr(voiceid, "load_encoder", lambda w, step=None: enc)
+  monkeypatch.setattr(voiceid_commands, "load_encoder", lambda w, step=None: enc)
   assert voiceid.model_threshold(enc) == (voiceid.DEFAULT_THRESHOLD, "default")
   for db in (None, str(tmp_path / "db.json")):  # Neither, or both: which one to calibrate?
     with pytest.raises(voiceid.VoiceIdError, match="takes one of --db=STORE .* and --workdir"):
-      voiceid.run_calibrate(db, threshold="0.3", workdir=None if db is None else str(workdir))
+      voiceid_commands.run_calibrate(db, threshold="0.3", workdir=None if db is None else str(workdir))
 
   report = tmp_path / "report.json"
-  made_for = {"checkpoint_step": enc.step, "centring": centring.digest(enc.embedding_mean)}
+  made_for = {"checkpoint_step": enc.step, "centring": workdir_lib.mean_digest(enc.embedding_mean)}
   report.write_text(json.dumps({"eer_threshold": 0.35, **made_for}))
-  voiceid.run_calibrate(None, report=str(report), workdir=str(workdir), out=io.StringIO())
+  voiceid_commands.run_calibrate(None, report=str(report), workdir=str(workdir), out=io.StringIO())
   assert voiceid.model_threshold(enc) == (0.35, f"model: {report}")
 
   paths = next(iter(ocean_clips(shared_data, speakers=1).values()))
   db = tmp_path / "db.json"
-  voiceid.run_enroll(db, str(workdir), "a", paths[:1], out=io.StringIO())
+  voiceid_commands.run_enroll(db, str(workdir), "a", paths[:1], out=io.StringIO())
   store = voiceid.load_store(db)
   assert (store["threshold"], store["threshold_source"]) == (0.35, f"model: {report}")
   out = io.StringIO()
-  voiceid.run_verify(str(workdir), paths, out=out)
+  voiceid_commands.run_verify(str(workdir), paths, out=out)
   assert "(threshold 0.350)" in out.getvalue()
   export.export_workdir(workdir, tmp_path / "export")  # Shipped with the model.
   assert json.loads((tmp_path / "export" / "threshold.json").read_text())["threshold"] == 0.35
@@ -277,7 +297,7 @@ def test_model_threshold_seeds_new_stores_and_verify(tiny, shared_data, tmp_path
     assert f"{calibrated} was calibrated for" in capsys.readouterr().err
   report.write_text(json.dumps({"eer_threshold": 0.35, **made_for, "centring": "other"}))
   with pytest.raises(voiceid.VoiceIdError, match="centring other"):
-    voiceid.run_calibrate(None, report=str(report), workdir=str(workdir))
+    voiceid_commands.run_calibrate(None, report=str(report), workdir=str(workdir))
   calibrated.write_text("{")
   with pytest.raises(voiceid.VoiceIdError, match="threshold.json: not a JSON threshold file"):
     voiceid.model_threshold(enc)

@@ -23,10 +23,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from hive import features as features_lib
-from hive.data import extract, readers
+from hive.data import examples as examples_lib, extract, readers
 
-GENDER_CODES = {"m": 0, "f": 1, readers.UNKNOWN_GENDER: -1}
-GENDER_NAMES = {0: "m", 1: "f", -1: "unknown"}
 REPORT_FILE = "prepare_report.json"
 
 
@@ -89,7 +87,7 @@ class SpeechCorpus(tfds.core.GeneratorBasedBuilder):
           "features": mel,
           "speaker": utt.speaker,
           "speaker_index": speaker_index[utt.speaker],
-          "gender": GENDER_CODES[utt.gender],
+          "gender": examples_lib.GENDER_CODES[utt.gender],
           "utterance_id": utt.id,
           "num_frames": mel.shape[0],
       }
@@ -153,101 +151,27 @@ def prepare(root, data_dir=None, feature_config=features_lib.FeatureConfig(),
 
 def _summarise(builder: SpeechCorpus) -> PrepareReport:
   corpus = builder.builder_config.corpus
-  kept = load_examples(builder)
+  kept = read_examples(builder)
   speakers_by_gender = collections.Counter()
   for speaker in set(kept.speakers):
-    speakers_by_gender[GENDER_NAMES[int(kept.gender_of_speaker[speaker])]] += 1
+    speakers_by_gender[examples_lib.GENDER_NAMES[int(kept.gender_of_speaker[speaker])]] += 1
   frames = int(sum(kept.num_frames))
   hop_s = builder.builder_config.feature_config.hop_ms / 1000
   return PrepareReport(
       root=corpus.root, layout=corpus.layout, dataset_dir=builder.data_dir,
       utterances=len(kept.utterance_ids), speakers=len(set(kept.speakers)),
       hours=round((builder.seconds or frames * hop_s) / 3600, 4),
-      gender_utterances=dict(collections.Counter(GENDER_NAMES[int(g)] for g in kept.genders)),
+      gender_utterances=dict(collections.Counter(examples_lib.GENDER_NAMES[int(g)] for g in kept.genders)),
       gender_speakers=dict(speakers_by_gender),
       skips=[dataclasses.asdict(s) for s in builder.skips],
       notices=[dataclasses.asdict(n) for n in corpus.notices])
 
 
-def consecutive_segments(a: np.ndarray, size: int) -> list[np.ndarray]:
-  """`a` cut along axis 0 into consecutive pieces of `size`; a shorter tail joins the
-  piece before it (nothing is dropped), and an `a` shorter than `size` stays whole."""
-  if size < 1:
-    raise ValueError(f"segment length must be at least one frame or sample, got {size}")
-  return np.split(a, list(range(size, len(a) - size + 1, size)))
-
-
-@dataclasses.dataclass
-class Examples:
-  """A prepared dataset in memory, sorted by utterance id."""
-  utterance_ids: list[str]
-  speakers: list[str]
-  genders: np.ndarray  # int32 [U]
-  num_frames: np.ndarray  # int32 [U]
-  features: list[np.ndarray]  # [U] x float32 [frames, n_mels]
-
-  @property
-  def gender_of_speaker(self) -> dict[str, int]:
-    return dict(zip(self.speakers, self.genders))
-
-  def select_speakers(self, keep) -> "Examples":
-    keep = set(keep)
-    idx = [i for i, s in enumerate(self.speakers) if s in keep]
-    return Examples([self.utterance_ids[i] for i in idx], [self.speakers[i] for i in idx],
-                    self.genders[idx], self.num_frames[idx], [self.features[i] for i in idx])
-
-  def cut_segments(self, frames: int) -> "Examples":
-    """Each utterance as consecutive segments of `frames` frames, ids "<id>#<k>".
-
-    For corpora with one long utterance per speaker, where whole utterances give
-    no same-speaker trial. A tail shorter than `frames` joins the segment before
-    it (so no audio is dropped); an utterance shorter than `frames` stays whole.
-    """
-    ids, speakers, genders, lengths, features = [], [], [], [], []
-    for uid, speaker, gender, mel in zip(self.utterance_ids, self.speakers, self.genders,
-                                         self.features):
-      for k, piece in enumerate(consecutive_segments(mel, frames)):
-        ids.append(f"{uid}#{k}")
-        speakers.append(speaker)
-        genders.append(gender)
-        lengths.append(len(piece))
-        features.append(piece)
-    return Examples(ids, speakers, np.asarray(genders, np.int32), np.asarray(lengths, np.int32),
-                    features)
-
-
-def with_speed_perturbed_speakers(examples: Examples, factors, feature_config) -> Examples:
-  """`examples` plus, per factor, a sped-up/slowed-down copy of every utterance as a new speaker.
-
-  Kaldi-style speaker augmentation: a voice played 10 % faster sounds like a
-  different (higher) voice, so each copy gets its own speaker "<speaker>~sp<factor>"
-  (and utterance "<id>~sp<factor>"); gender is kept. Apply to training speakers
-  only: a dev speaker's copies would be new speakers leaking into nothing useful.
-  """
-  try:
-    factors = list(dict.fromkeys(float(f) for f in factors))  # A repeated factor counts once.
-  except (TypeError, ValueError):
-    raise ValueError(f"data.speed_factors must be numbers, got {factors!r}") from None
-  if any(f <= 0 for f in factors):
-    raise ValueError(f"data.speed_factors must be positive, got {factors}")
-  factors = [f for f in factors if f != 1.0]  # 1.0 is the original itself.
-  ids, speakers = list(examples.utterance_ids), list(examples.speakers)
-  genders, lengths, features = [examples.genders], [examples.num_frames], list(examples.features)
-  for factor in factors:
-    tag = f"~sp{factor:g}"
-    warped = [features_lib.speed_perturb(m, factor, feature_config) for m in examples.features]
-    ids += [u + tag for u in examples.utterance_ids]
-    speakers += [s + tag for s in examples.speakers]
-    genders.append(examples.genders)
-    lengths.append(np.array([len(m) for m in warped], np.int32))
-    features += warped
-  return Examples(ids, speakers, np.concatenate(genders), np.concatenate(lengths), features)
-
-
-def load_examples(builder: SpeechCorpus) -> Examples:
+def read_examples(builder: SpeechCorpus) -> examples_lib.Examples:
+  """Every prepared utterance, in memory, sorted by utterance id."""
   rows = sorted(tfds.as_numpy(builder.as_dataset(split="corpus")),
                 key=lambda r: r["utterance_id"])
-  return Examples(
+  return examples_lib.Examples(
       utterance_ids=[r["utterance_id"].decode() for r in rows],
       speakers=[r["speaker"].decode() for r in rows],
       genders=np.array([r["gender"] for r in rows], np.int32),

@@ -8,6 +8,7 @@ alone, for inference.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from hive.models.lstm import LSTMEmbedder
@@ -81,3 +82,23 @@ def create_model(model_config, num_speakers: int) -> SpeakerModel:
   return SpeakerModel(encoder=encoder, num_speakers=num_speakers,
                       speaker_head=model_config.speaker_head,
                       input_norm=model_config.get("input_norm", True))
+
+
+def init_params(config, num_speakers: int, rng):
+  """Fresh model parameters for `config` (its `model` and the feature size of its `data`)."""
+  model = create_model(config.model, num_speakers)
+  shape = (1, config.data.crop_frames, config.data.n_mels)
+  return model.init(rng, jnp.zeros(shape, jnp.float32))["params"]
+
+
+def abstract_params(config, num_speakers: int):
+  """The shapes and dtypes of the model's parameters (`jax.ShapeDtypeStruct`s), without
+  computing them: what a checkpoint reader needs to restore them."""
+  return jax.eval_shape(lambda: init_params(config, num_speakers, jax.random.PRNGKey(0)))
+
+
+def carried_over(params, same_speakers: bool):
+  """The part of a trained model's parameters that a new run starting from it (fine-tuning)
+  takes over: everything, except the speaker-ID head when the new run trains other speakers
+  (its rows are the old run's speakers)."""
+  return {k: v for k, v in params.items() if same_speakers or k != "speaker"}

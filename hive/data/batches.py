@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from hive.data.builder import Examples
+from hive.data.examples import Examples
 
 
 @dataclasses.dataclass
@@ -63,29 +63,6 @@ class FramePool:
     for s, utts in enumerate(per_speaker):
       table[s, :len(utts)] = utts
     return table
-
-
-def split_speakers(speakers, dev_fraction: float, seed: int,
-                   dev_speakers=None) -> tuple[list[str], list[str]]:
-  """Deterministic speaker-disjoint (train, dev) split.
-
-  `dev_speakers` (a list) overrides the draw; otherwise round(dev_fraction * S)
-  speakers are drawn by a seeded permutation of the sorted speaker list.
-  """
-  speakers = sorted(set(speakers))
-  if dev_speakers is not None:
-    dev = sorted(set(dev_speakers) & set(speakers))
-    missing = sorted(set(dev_speakers) - set(speakers))
-    if missing:
-      raise ValueError(f"dev speakers not in the corpus: {missing[:10]}")
-  else:
-    if not 0.0 <= dev_fraction < 1.0:
-      raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
-    count = int(round(dev_fraction * len(speakers)))
-    order = np.random.default_rng(seed).permutation(len(speakers))
-    dev = sorted(speakers[i] for i in order[:count])
-  train = [s for s in speakers if s not in set(dev)]
-  return train, dev
 
 
 def _crop_indices(starts, lengths, offsets, crop_frames):
@@ -162,33 +139,3 @@ def make_dataset(pool: FramePool, n_speakers: int, n_utterances: int, crop_frame
   ds = tf.data.Dataset.counter(start_step)
   ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def fixed_segments(pool: FramePool, crop_frames: int, per_speaker: int) -> dict:
-  """Deterministic evaluation windows: up to `per_speaker` per speaker.
-
-  Windows are spread over the speaker's utterances in turn (so several
-  utterances are used when there are several), each reuse of an utterance
-  taking the next non-overlapping stretch; short utterances wrap around.
-  Returns numpy {"features": [K, crop, F], "speaker": [K], "gender": [K]}.
-  """
-  table = pool.speaker_utterances()
-  utts, offsets, speakers = [], [], []
-  for s in range(pool.num_speakers):
-    own = table[s][table[s] >= 0]
-    capacity = sum(max(1, int(pool.lengths[u]) // crop_frames) for u in own)
-    for j in range(min(per_speaker, capacity)):
-      u = own[j % len(own)]
-      reuse = j // len(own)
-      windows = max(1, int(pool.lengths[u]) // crop_frames)
-      if reuse >= windows:
-        continue  # This utterance has no more distinct windows.
-      utts.append(u)
-      offsets.append(reuse * crop_frames)
-      speakers.append(s)
-  utts = np.array(utts, np.int64)
-  index = _crop_indices(tf.constant(pool.starts[utts]), tf.constant(pool.lengths[utts], tf.int64),
-                        tf.constant(offsets, tf.int64), crop_frames).numpy()
-  speakers = np.array(speakers, np.int32)
-  return {"features": pool.frames[index], "speaker": speakers,
-          "gender": pool.speaker_gender[speakers]}
