@@ -87,6 +87,15 @@ def write_npz(target, arrays: dict) -> epath.Path:
   return write_atomically(target, buffer.getvalue())
 
 
+def read_json(file, what: str, error: type[Exception] = BadWorkdirFile):
+  """A JSON file's content; `error` naming the file and `what` it should be when it is
+  not JSON."""
+  try:
+    return json.loads(epath.Path(file).read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise error(f"{file}: not a JSON {what} ({e})") from None
+
+
 # --- config and speakers -------------------------------------------------------
 
 
@@ -100,10 +109,7 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   file = path(workdir) / CONFIG_FILE
   if not file.is_file():
     raise FileNotFoundError(f"{file}: no saved config (is {workdir} a hive workdir?)")
-  try:
-    saved = json.loads(file.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise BadWorkdirFile(f"{file}: not a JSON config ({e})") from None
+  saved = read_json(file, "config")
   if not isinstance(saved, dict):
     raise BadWorkdirFile(f"{file}: not a config (a JSON object expected)")
   return config_lib.from_dict(saved, str(file))
@@ -119,10 +125,7 @@ def load_speakers(workdir) -> dict:
   file = path(workdir) / SPEAKERS_FILE
   if not file.is_file():
     raise FileNotFoundError(f"{file}: no speaker list (is {workdir} a hive workdir?)")
-  try:
-    speakers = json.loads(file.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise BadWorkdirFile(f"{file}: not a JSON speaker list ({e})") from None
+  speakers = read_json(file, "speaker list")
   if not (isinstance(speakers, dict) and isinstance(speakers.get("train"), list)
           and isinstance(speakers.get("dev", []), list)):
     raise BadWorkdirFile(f"{file}: expected {{\"train\": [...], \"dev\": [...]}}")
@@ -184,10 +187,7 @@ def read_threshold(workdir) -> dict | None:
   file = path(workdir) / THRESHOLD_FILE
   if not file.is_file():
     return None
-  try:
-    record = json.loads(file.read_text(encoding="utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise BadWorkdirFile(f"{file}: not a JSON threshold file ({e})") from None
+  record = read_json(file, "threshold file")
   if not isinstance(record, dict) or not isinstance(record.get("threshold"), (int, float)):
     raise BadWorkdirFile(f"{file}: no numeric threshold")
   return record

@@ -45,3 +45,17 @@ def tiny(tmp_path_factory):
                             seconds=(1.0, 1.5), seed=3)
   train.train_and_evaluate(tiny_config(corpus, root / "tfds"), str(root / "run"))
   return {"corpus": corpus, "workdir": root / "run", "data_dir": root / "tfds"}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny):
+  from hive.encoder import Encoder
+  return Encoder.from_workdir(tiny["workdir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_examples(tiny, tiny_encoder):
+  """The tiny corpus, prepared and read into memory."""
+  from hive.data import builder
+  prepared, _ = builder.prepare(tiny["corpus"], tiny["data_dir"], tiny_encoder.feature_config)
+  return builder.read_examples(prepared)

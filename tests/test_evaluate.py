@@ -23,14 +23,13 @@ REPORT_KEYS = {"eer", "eer_threshold", "min_dcf", "min_dcf_threshold", "num_tria
 
 
 @pytest.fixture(scope="module")
-def enc(tiny):
-  return Encoder.from_workdir(tiny["workdir"])
+def enc(tiny_encoder):
+  return tiny_encoder
 
 
 @pytest.fixture(scope="module")
-def examples(tiny, enc):
-  builder, _ = builder_lib.prepare(tiny["corpus"], tiny["data_dir"], enc.feature_config)
-  return builder_lib.read_examples(builder)
+def examples(tiny_examples):
+  return tiny_examples
 
 
 @pytest.fixture(scope="module")

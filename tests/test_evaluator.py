@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from hive import evaluate, evaluator as evaluator_lib, scoring
-from hive.data import builder as builder_lib
 from hive.data.examples import Examples
 from hive.encoder import Encoder
 
@@ -33,18 +32,8 @@ def test_first_per_speaker_and_single_utterance_segments():
   assert list(cut.num_frames) == [5, 5, 3, 4]
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny):
-  return Encoder.from_workdir(tiny["workdir"])
-
-
-@pytest.fixture(scope="module")
-def corpus(tiny, encoder):
-  builder, _ = builder_lib.prepare(tiny["corpus"], tiny["data_dir"], encoder.feature_config)
-  return builder_lib.read_examples(builder)
-
-
-def test_training_evaluation_is_hive_evaluate(encoder, corpus):
+def test_training_evaluation_is_hive_evaluate(tiny_encoder, tiny_examples):
+  encoder, corpus = tiny_encoder, tiny_examples
   """With the centring mean fitted on the same training utterances, the training evaluator
   and hive.evaluate give the same report for the same parameters."""
   speakers = sorted(set(corpus.speakers))
@@ -61,7 +50,8 @@ def test_training_evaluation_is_hive_evaluate(encoder, corpus):
   np.testing.assert_allclose(report["_embeddings"], standalone["_embeddings"], atol=1e-6)
 
 
-def test_training_evaluator_without_same_speaker_trials_is_none(encoder, corpus):
+def test_training_evaluator_without_same_speaker_trials_is_none(tiny_encoder, tiny_examples):
+  encoder, corpus = tiny_encoder, tiny_examples
   one_each = corpus.first_per_speaker(1)
   config = ml_collections.ConfigDict(dict(utterances_per_speaker=1, segment_seconds=0.0,
                                           centring_utterances=0))

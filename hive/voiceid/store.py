@@ -159,11 +159,7 @@ def load_store(path) -> dict:
   path = pathlib.Path(path)
   if not path.is_file():
     raise VoiceIdError(f"{path}: no such speaker store (enroll a speaker to create it)")
-  try:
-    obj = json.loads(path.read_text(encoding="utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise VoiceIdError(f"{path}: not a JSON speaker store ({e})") from None
-  return _check_store(obj, path)
+  return _check_store(workdir_lib.read_json(path, "speaker store", VoiceIdError), path)
 
 
 def save_store(path, store: dict) -> None:

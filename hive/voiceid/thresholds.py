@@ -10,7 +10,6 @@ speakers, from the `eer_threshold` of a `hive.evaluate --out` report.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import pathlib
 import sys
@@ -31,10 +30,7 @@ def threshold_from_report(path, model: dict | None = None) -> float:
   path = pathlib.Path(path)
   if not path.is_file():
     raise VoiceIdError(f"{path}: no such evaluation report")
-  try:
-    report = json.loads(path.read_text(encoding="utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise VoiceIdError(f"{path}: not a JSON evaluation report ({e})") from None
+  report = workdir_lib.read_json(path, "evaluation report", VoiceIdError)
   value = report.get("eer_threshold") if isinstance(report, dict) else None
   if not isinstance(value, (int, float)):
     raise VoiceIdError(f"{path}: no numeric eer_threshold (is it a hive.evaluate --out report?)")
