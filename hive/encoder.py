@@ -27,6 +27,14 @@ with the parameters of the step it evaluates); `Encoder` is an Embedder with the
 and centring mean of one trained model. This module never imports training code: a model is
 loaded with its shapes (hive/models), its checkpoint (hive/checkpoint.py) and its workdir's
 files (hive/workdir.py) alone.
+
+Loading a model (`Encoder.from_workdir`, `Encoder.pretrained`) turns on JAX's persistent
+compilation cache in hive's directory ($HIVE_CACHE/jax, default ~/.cache/hive/jax), as the
+commands do, unless a directory is configured already (JAX_COMPILATION_CACHE_DIR or
+`jax.config`): a new process then loads the programs an earlier one compiled instead of
+compiling them again, which is most of the first embedding's time. Opt out with
+`compilation_cache=False` (JAX's settings are left as they are) or, for every JAX program,
+JAX_ENABLE_COMPILATION_CACHE=false.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from hive import checkpoint, features as features_lib, scoring, workdir as workdir_lib
+from hive import checkpoint, cli, features as features_lib, scoring, workdir as workdir_lib
 from hive.data import audio
 from hive.data.examples import consecutive_segments
 from hive.models import SpeakerModel, abstract_params, create_model
@@ -204,9 +212,13 @@ class Encoder:
                                           self.embedder.window)
 
   @classmethod
-  def from_workdir(cls, workdir, step: int | None = None, centring: bool = True) -> "Encoder":
+  def from_workdir(cls, workdir, step: int | None = None, centring: bool = True,
+                   compilation_cache: bool = True) -> "Encoder":
     """Loads the latest (or the given) orbax checkpoint of a training workdir, and its
-    training mean embedding if it has one (`centring=False` ignores it)."""
+    training mean embedding if it has one (`centring=False` ignores it).
+    `compilation_cache`: see the module docstring (False: leave JAX's settings alone)."""
+    if compilation_cache and jax.config.jax_compilation_cache_dir is None:
+      cli.use_compilation_cache()
     workdir = epath.Path(workdir)  # Local or a bucket (gs://...), as in training.
     config = workdir_lib.load_config(workdir)
     speakers = workdir_lib.load_speakers(workdir)["train"]
@@ -223,11 +235,11 @@ class Encoder:
     return cls(config, params, chosen, str(workdir), speakers, mean)
 
   @classmethod
-  def pretrained(cls) -> "Encoder":
+  def pretrained(cls, compilation_cache: bool = True) -> "Encoder":
     """The model shipped in the repository (pretrained/hive-mtl); no download."""
     if not (PRETRAINED_DIR / workdir_lib.CONFIG_FILE).is_file():
       raise FileNotFoundError(f"{PRETRAINED_DIR}: the shipped model is missing")
-    return cls.from_workdir(PRETRAINED_DIR)
+    return cls.from_workdir(PRETRAINED_DIR, compilation_cache=compilation_cache)
 
   def model_record(self) -> dict:
     """What identifies this model's embeddings (hive/workdir.py: model_record)."""
