@@ -8,7 +8,7 @@
 samples: the log-mel front end (hive/frontend.py, jax.numpy), the short-utterance
 rule (repeated end-to-end to the training crop), the encoder's own way of
 embedding an utterance, the model's input normalisation and masks, and centring
-by the training mean (hive/centring.py) all happen inside. `gender_probability`
+(subtract the training mean, renormalise) all happen inside. `gender_probability`
 is P(female) from the gender head, which reads the uncentred embedding as in
 `Encoder.embed_features(..., with_gender=True)`. Rows are independent: batching
 waves of mixed lengths changes no row's result.
@@ -71,7 +71,7 @@ from hive.models.model import l2_normalise
 from hive.models.tdnn import apply_mask, masked_mean
 
 # hive.encoder's: the piece length of whole-utterance mode (30 s), and the overlap of
-# consecutive windows in windows mode (tests check they agree).
+# consecutive windows in windows mode (tests/test_serving.py checks they agree).
 MAX_FRAMES = 3000
 WINDOW_OVERLAP = 0.5
 EMBEDDING, GENDER = "embedding", "gender_probability"
@@ -138,7 +138,7 @@ def piece_layout(frames, total: int, crop: int, max_frames: int = MAX_FRAMES):
   frames [B] (>= 1) real frames of each row of a [B, total, F] log-mel. An
   utterance shorter than `crop` is repeated to `crop` frames; one of L >= 2 *
   max_frames frames is cut into pieces of max_frames, the tail joining the last
-  (`hive.data.builder.consecutive_segments`). Returns (source [B, P, Lp] frame
+  (the Encoder's `consecutive_segments`). Returns (source [B, P, Lp] frame
   indices into the row, lengths [B, P] real frames of each piece (1 for an
   unused piece, so no row is empty), used [B, P] 1.0 where the piece exists).
   """
@@ -171,19 +171,21 @@ def window_layout(frames, total: int, crop: int, hop: int):
 
 
 def embedding_function(config, params, embedding_mean=None,
-                       max_frames: int = MAX_FRAMES) -> Callable:
+                       max_frames: int | None = None) -> Callable:
   """The pure serving function of a model: (waveform [B, S] float32, num_samples [B]
   int32) -> {"embedding": [B, D], "gender_probability": [B]} (see the module doc).
 
   `params`: the model parameters (`hive.Encoder.params`); `embedding_mean`: the
-  training mean (`Encoder.embedding_mean`) or None for uncentred embeddings."""
+  training mean (`Encoder.embedding_mean`) or None for uncentred embeddings;
+  `max_frames`: the piece length of whole-utterance mode (default MAX_FRAMES, read
+  when the function is built)."""
   apply = serving_apply(config, params["speaker"]["kernel"].shape[-1], embedding_mean,
                         max_frames)
   return functools.partial(apply, params)
 
 
 def serving_apply(config, num_speakers: int, embedding_mean=None,
-                  max_frames: int = MAX_FRAMES) -> Callable:
+                  max_frames: int | None = None) -> Callable:
   """`embedding_function` with the parameters as its first argument:
   apply(params, waveform, num_samples) (jax2tf keeps them as tf.Variables).
   Raises ValueError for a config the front end cannot compute (trim_silence)."""
@@ -194,6 +196,7 @@ def serving_apply(config, num_speakers: int, embedding_mean=None,
   crop = int(config.data.crop_frames)
   hop = max(1, int(round(crop * (1 - WINDOW_OVERLAP))))
   mean = None if embedding_mean is None else np.asarray(embedding_mean, np.float32)
+  max_frames = MAX_FRAMES if max_frames is None else int(max_frames)
 
   def apply(params, waveform, num_samples):
     variables = {"params": params}

@@ -71,23 +71,41 @@ def test_matches_encoder_in_each_mode(name):
   np.testing.assert_allclose(got[serving.GENDER], want_gender, atol=1e-5)
 
 
-def test_utterances_over_a_minute_average_the_encoder_pieces():
-  config, params = small_model("tdnn")
-  enc = Encoder(config, params)
-  # 65 s: 6501 frames, which the Encoder embeds as pieces of 3000 and 3501 frames (30 s of
-  # quiet noise, then 35 s of loud noise and a tone, so a single pass would differ); in
-  # one batch with a short row (its second piece slot unused).
-  t = np.arange(35 * 16000) / 16000
-  second = (noise(35, 6) * 5 + 0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-  waves = [np.concatenate([noise(30, 4), second]), noise(0.3, 5)]
+PIECE = 100  # A piece length (frames) that makes "long" cheap to test; really 3000.
+
+
+def long_and_short():
+  """6.5 s (651 frames: pieces of 100 frames, the last 151 long, in the PIECE-frame
+  Encoder; quiet noise, then loud noise and a tone, so that one pass would differ) and
+  0.3 s (shorter than the crop)."""
+  t = np.arange(3 * 16000) / 16000
+  second = (noise(3, 6) * 5 + 0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+  return [np.concatenate([noise(3.5, 4), second]), noise(0.3, 5)]
+
+
+@pytest.mark.parametrize("name", ["tdnn", "lstm"])
+def test_long_and_short_audio_in_every_format(name, tmp_path, monkeypatch):
+  assert serving.MAX_FRAMES == encoder_lib.MAX_FRAMES  # Before both are made small.
+  assert serving.WINDOW_OVERLAP == encoder_lib.WINDOW_OVERLAP
+  monkeypatch.setattr(encoder_lib, "MAX_FRAMES", PIECE)
+  monkeypatch.setattr(serving, "MAX_FRAMES", PIECE)
+  config, params = small_model(name)
+  mean = np.random.default_rng(7).normal(0, 0.1, 16)
+  enc = Encoder(config, params, embedding_mean=mean)
+  waves = long_and_short()
   want = enc.embed_features([enc.features_of(w) for w in waves])
-  got = jax.jit(serving.embedding_function(config, params))(*serving.pad_batch(waves))
-  assert np.all(cosines(got[serving.EMBEDDING], want) > 0.99999)
-  # The whole 65 s in one pass is another embedding: the pieces were taken.
-  whole = create_model(config.model, 5).apply(
-      {"params": params}, enc.features_of(waves[0])[None], method=SpeakerModel.embed)
-  assert cosines(got[serving.EMBEDDING][0], whole[0]) < 0.99
-  assert serving.MAX_FRAMES == encoder_lib.MAX_FRAMES
+  # The StableHLO is the jitted function's own program, and the SavedModel holds it.
+  for fmt in ("stablehlo", "onnx"):
+    run = serving.load(getattr(serving, f"export_{fmt}")(config, params, mean, tmp_path / fmt))
+    # Both in one batch (the short row's other piece slots unused), and the short one alone.
+    got = np.asarray(run(*serving.pad_batch(waves))[serving.EMBEDDING])
+    assert np.all(cosines(got, want) > 0.99999), fmt
+    alone = run(*serving.pad_batch(waves[1:]))[serving.EMBEDDING]
+    assert cosines(alone[0], want[1]) > 0.99999, fmt
+  if name == "tdnn":  # The whole wave in one pass is another embedding: pieces were taken.
+    apply = jax.jit(create_model(config.model, 5).apply, static_argnames="method")
+    whole = apply({"params": params}, enc.features_of(waves[0])[None], method=SpeakerModel.embed)
+    assert cosines(want[0], np.asarray(whole[0]) - mean) < 0.99  # Centred as the Encoder.
 
 
 def test_piece_layout_by_hand():
