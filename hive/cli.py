@@ -8,13 +8,19 @@ its `python -m` entry and its console script (pyproject.toml).
 
 Bad input a user can fix ends a command with one line per problem, `error: ...`, on stderr
 and exit status 2, never a traceback: every such error is a `UserError` (or one of the
-standard file errors below), and so is a write that fails for lack of space or permission.
+standard file errors below), and so is a write that fails for lack of space or permission,
+however a library wraps it (orbax and TensorFlow report the operating system's error as text
+in their own exception types): `environment_error` finds it, and the line names the path, the
+cause and, for a full disk, the disk and its free space.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
+import shutil
 import sys
 from typing import Callable
 
@@ -27,11 +33,104 @@ class UserError(ValueError):
 
 # OSErrors that are the user's environment rather than a bug: reported as one line.
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+# How libraries that wrap the OS error in their own exception spell it: tensorstore (orbax)
+# appends "[os_error_code='28']", TensorFlow, TFDS and array_record quote strerror.
+_ERRNO_TEXT = re.compile(r"os_error_code='(\d+)'")
+_STRERRORS = {os.strerror(n): n for n in _ENVIRONMENT_ERRNOS}
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/[^\s\"';,]+)")
+
+
+class StorageError(UserError):
+  """A write the disk refused (full, over quota, read-only, not permitted); the message
+  names the path, the cause and, for a full disk, its free space. `cause`: the OSError."""
+
+  def __init__(self, message: str, cause: OSError | None = None):
+    super().__init__(message)
+    self.cause = cause
+
+
+def format_size(size: float) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB"):
+    if size < 1024 or unit == "GiB":
+      return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    size /= 1024
+  raise AssertionError("unreachable")
+
+
+def disk_of(path) -> tuple[str, int] | None:
+  """(mount point, free bytes) of the local filesystem that holds `path` (or would: its
+  nearest existing folder); None for a bucket address or when it cannot be told."""
+  if path is None or "://" in str(path):
+    return None
+  folder = os.path.abspath(str(path))
+  while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+    folder = os.path.dirname(folder)
+  try:
+    free = shutil.disk_usage(folder).free
+  except OSError:
+    return None
+  mount = folder
+  while not os.path.ismount(mount):
+    mount = os.path.dirname(mount)
+  return mount, free
+
+
+def storage_error(path, cause: OSError, needed: int | None = None) -> StorageError:
+  """The one-line error for a write to `path` that failed with `cause`; `needed`: bytes the
+  write needs, when known."""
+  line = f"{path}: {cause.strerror or os.strerror(cause.errno)}"
+  if cause.errno in _SPACE_ERRNOS:
+    disk = disk_of(path)
+    room = f"{disk[0]} has {format_size(disk[1])} free" if disk else ""
+    need = f"about {format_size(needed)} needed" if needed else ""
+    if room or need:
+      line += f" ({'; '.join(x for x in (room, need) if x)})"
+    line += "; free some space or use a disk with room"
+  return StorageError(line, cause)
+
+
+def _chain(e: BaseException):
+  """`e` and the exceptions it was raised from or during, once each."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    yield e
+    e = e.__cause__ or e.__context__
+
+
+def error_in_text(text: str) -> OSError | None:
+  """The OS error a library's message reports as text, with the last absolute path in it as
+  its filename (the file being written, in the messages of orbax and TFDS); or None."""
+  code = _ERRNO_TEXT.search(text)
+  number = int(code.group(1)) if code else next(
+      (n for s, n in _STRERRORS.items() if s in text), None)
+  if number not in _ENVIRONMENT_ERRNOS:
+    return None
+  paths = _ABSOLUTE_PATH.findall(text)
+  return OSError(number, os.strerror(number), paths[-1].rstrip(".:)]") if paths else None)
+
+
+def environment_error(e: BaseException) -> OSError | None:
+  """The full disk, quota, read-only disk or refused permission behind `e`, wherever it is
+  in the chain of exceptions and however a library wrapped it; None when there is none."""
+  for link in _chain(e):
+    if isinstance(link, UserError):
+      return None  # Already worded for the user.
+    if isinstance(link, OSError) and link.errno in _ENVIRONMENT_ERRNOS:
+      return link
+    found = error_in_text(str(link))
+    if found is not None:
+      return found
+  return None
 
 
 def error_lines(e: BaseException) -> list[str]:
   """The one-line messages a command prints for `e`."""
+  cause = None if isinstance(e, UserError) else environment_error(e)
+  if cause is not None:
+    return [str(storage_error(cause.filename or "write", cause))]
   if isinstance(e, OSError) and e.strerror and not isinstance(e, UserError):
     where = e.filename if e.filename is not None else "write"
     return [f"{where}: {e.strerror}"]
@@ -41,7 +140,33 @@ def error_lines(e: BaseException) -> list[str]:
 def is_user_error(e: BaseException, extra: tuple = ()) -> bool:
   if isinstance(e, (UserError,) + _FILE_ERRORS + tuple(extra)):
     return True
-  return isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS
+  return environment_error(e) is not None
+
+
+class _ReportedByHive(logging.Filter):
+  """Drops orbax's own error logs of a write the disk refused: orbax logs it (with a
+  traceback) from each background thread it passes through, then raises it in the main
+  thread, where it becomes the command's one `error:` line."""
+
+  def filter(self, record):
+    if record.levelno < logging.ERROR or "/orbax/" not in record.pathname:
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (error_in_text(record.getMessage()) or (exc and environment_error(exc)))
+
+
+def _drop_closed_loop_noise(hook: Callable) -> Callable:
+  """An unraisable-exception hook that drops tensorstore's "Event loop is closed": when one
+  write of an orbax save fails, orbax closes the event loop while tensorstore still has
+  writes in flight, and each reports it cannot call back into the closed loop. The failure
+  itself is raised in the main thread and reported once."""
+  def hook_without_noise(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return
+    hook(unraisable)
+  hook_without_noise.drops_closed_loop_noise = True
+  return hook_without_noise
 
 
 def fail(e: BaseException) -> None:
@@ -57,12 +182,17 @@ def fail(e: BaseException) -> None:
 def run(main: Callable, define_flags: Callable | None = None, errors: tuple = ()) -> None:
   """Runs a command's `main(argv)` under absl, turning user errors (`UserError`, missing
   files, a full disk, and the command's own `errors`) into one-line messages, status 2."""
-  from absl import app
+  from absl import app, logging as absl_logging
   if define_flags is not None:
     define_flags()
 
   def guarded(argv):
     logs.quiet_libraries()
+    handler = absl_logging.get_absl_handler()
+    if not any(isinstance(f, _ReportedByHive) for f in handler.filters):
+      handler.addFilter(_ReportedByHive())
+    if not getattr(sys.unraisablehook, "drops_closed_loop_noise", False):
+      sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
     try:
       return main(argv)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is the user's to fix.

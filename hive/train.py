@@ -145,6 +145,17 @@ def start_from(state: TrainState, workdir, train_speakers, mesh) -> TrainState:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the run in `workdir`. One run at a time: a second process started
+  on the same workdir is refused (workdir.training_lock) before it writes anything."""
+  lock = workdir_lib.training_lock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   started = time.time()
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()

@@ -7,10 +7,14 @@
       embedding_mean.npz     the training speakers' mean embedding and its step (hive/centring.py)
       threshold.json         the calibrated decision threshold and its step (hive/voiceid)
       events.out.tfevents.*  TensorBoard scalars (clu)
+      .train.lock            held by the training process writing the workdir (`training_lock`)
 
 An export (`hive.export`) has the same layout without the optimiser state. Every path goes
 through `etils.epath`, as orbax's own do, so a workdir may be a bucket (`gs://...`) for hosts
-that share no disk. Every file is written whole or not at all (`write_atomically`).
+that share no disk. Every file is written whole or not at all (`write_atomically`), and a
+write the disk refuses (full, read-only, not permitted) is a one-line `cli.StorageError`.
+Read-modify-write of a shared file (a speaker store) and a workdir's training hold a
+`FileLock`, so concurrent processes cannot lose each other's writes.
 
 It also answers "is this the same model?": `model_settings` (what a model computes from audio:
 features, encoder, heads) for fine-tuning, and `model_record` (those settings, the checkpoint
@@ -20,11 +24,15 @@ embeddings of two models.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 
 import ml_collections
 import numpy as np
@@ -38,6 +46,7 @@ SPEAKERS_FILE = "speakers.json"
 CHECKPOINTS_DIR = "checkpoints"
 MEAN_FILE = "embedding_mean.npz"
 THRESHOLD_FILE = "threshold.json"
+LOCK_FILE = ".train.lock"
 
 
 class BadWorkdirFile(cli.UserError):
@@ -61,21 +70,28 @@ def checkpoint_dir(workdir) -> epath.Path:
 def write_atomically(target, data: str | bytes) -> epath.Path:
   """Writes `data` to `target` so that a reader (or a crash) never sees half a file: a
   temporary file beside it, flushed to disk, then renamed over it. A bucket object is
-  written whole by the store itself."""
+  written whole by the store itself. A write the disk refuses (full, read-only, not
+  permitted) raises `cli.StorageError` naming `target`, and leaves the old file as it was."""
   target = epath.Path(target)
+  data = data if isinstance(data, bytes) else data.encode("utf-8")
   if "://" in str(target):
-    (target.write_bytes if isinstance(data, bytes) else target.write_text)(data)
+    target.write_bytes(data)
     return target
-  target.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+  tmp = None
   try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     with os.fdopen(fd, "wb") as f:
-      f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, target)
-  except BaseException:
-    epath.Path(tmp).unlink(missing_ok=True)
+  except BaseException as e:
+    if tmp is not None:
+      epath.Path(tmp).unlink(missing_ok=True)
+    cause = cli.environment_error(e) if isinstance(e, OSError) else None
+    if cause is not None:
+      raise cli.storage_error(target, cause, needed=len(data)) from None
     raise
   return target
 
@@ -94,6 +110,93 @@ def read_json(file, what: str, error: type[Exception] = BadWorkdirFile):
     return json.loads(epath.Path(file).read_text(encoding="utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise error(f"{file}: not a JSON {what} ({e})") from None
+
+
+# --- locks ------------------------------------------------------------------------
+
+
+class Busy(cli.UserError):
+  """Another process holds a lock this one needs; the message names it and what to do."""
+
+
+class FileLock:
+  """An exclusive lock on `file` (created if missing) for one process at a time.
+
+  `fcntl.flock` on an open file: the operating system drops it when the process ends, even
+  by kill -9, so a lock file left behind never blocks anyone (it is never deleted: deleting
+  it would let two processes lock two different files). The file names the holder (pid,
+  host) for the message others get. Local files only. Not the `filelock` package: it is not
+  in the pinned requirements (it comes only with torch) and cannot name the holder.
+  """
+
+  def __init__(self, file, what: str):
+    self.file, self.what, self._fd = str(file), what, None
+
+  def acquire(self, timeout: float = 0.0, poll: float = 0.05) -> "FileLock":
+    """Takes the lock, waiting up to `timeout` seconds; raises Busy naming the holder."""
+    os.makedirs(os.path.dirname(os.path.abspath(self.file)), exist_ok=True)
+    fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+          holder = self.holder()
+          os.close(fd)
+          if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+          raise Busy(f"{self.what} is in use by another process"
+                     f"{f' ({holder})' if holder else ''}"
+                     f"{f'; waited {timeout:g} s' if timeout else ''}") from None
+        time.sleep(poll)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def holder(self) -> str:
+    """Who holds (or last held) the lock, as its file says: "pid N on HOST"."""
+    try:
+      with open(self.file, encoding="utf-8") as f:
+        return f.read(200).strip()
+    except OSError:
+      return ""
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # Closing the file drops the lock.
+      self._fd = None
+
+  @property
+  def held(self) -> bool:
+    return self._fd is not None
+
+  def __enter__(self) -> "FileLock":
+    return self if self.held else self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def __del__(self):
+    self.release()
+
+
+def training_lock(workdir) -> FileLock | None:
+  """The lock a training process holds on its workdir, taken at once or refused (Busy):
+  two runs writing the same checkpoints would overwrite each other. None for a bucket
+  (no locks there: one run per bucket workdir is the user's to keep)."""
+  if "://" in str(workdir):
+    logging.warning("%s: a bucket workdir cannot be locked; make sure no other run writes it",
+                    workdir)
+    return None
+  lock = FileLock(path(workdir) / LOCK_FILE, f"{workdir}: training")
+  try:
+    return lock.acquire()
+  except Busy as e:
+    raise Busy(f"{e}: two runs must not write one workdir; wait for that run to finish (or "
+               "stop it) and run this command again, or choose another --workdir") from None
 
 
 # --- config and speakers -------------------------------------------------------

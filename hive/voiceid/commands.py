@@ -36,7 +36,7 @@ from absl import flags
 from hive import cli
 from hive.data import audio
 from hive.voiceid.store import (VoiceIdError, check_model, enroll, identify, load_store,
-                                new_store, save_store, verify)
+                                new_store, update_store, verify)
 from hive.voiceid.thresholds import (calibrate, model_threshold, parse_threshold,
                                      save_model_threshold, threshold_from_report)
 
@@ -119,12 +119,25 @@ def run_enroll(db, workdir, speaker, files, step=None, threshold=None, report=No
     print(f"note: {f} is already enrolled for {speaker}; not counted again", file=sys.stderr)
   if not fresh:
     raise VoiceIdError(f"nothing new to enroll for {speaker}")
-  store = enroll(store, speaker, embed_files(encoder, fresh), fresh)
-  if value is not None:
-    store = calibrate(store, value, report if threshold == "auto" else "manual")
-  save_store(db, store)
-  entry = store["speakers"][speaker]
-  print(f"enrolled {speaker}: {entry['clips']} clips ({len(fresh)} new) in {db}", file=out)
+  embeddings = embed_files(encoder, fresh)  # The slow part, before the store is locked.
+  added = []
+
+  def add(current):
+    """Under the store's lock: the store as other enrolments may have left it meanwhile."""
+    current = store if current is None else current
+    check_model(current, info, db)
+    known = set(current["speakers"].get(speaker, {}).get("files", []))
+    keep = [i for i, f in enumerate(fresh) if f not in known]
+    if not keep:
+      raise VoiceIdError(f"nothing new to enroll for {speaker}")
+    added[:] = [fresh[i] for i in keep]
+    current = enroll(current, speaker, embeddings[keep], added)
+    if value is not None:
+      current = calibrate(current, value, report if threshold == "auto" else "manual")
+    return current
+
+  entry = update_store(db, add)["speakers"][speaker]
+  print(f"enrolled {speaker}: {entry['clips']} clips ({len(added)} new) in {db}", file=out)
 
 
 def format_match(file, result) -> str:
@@ -198,7 +211,7 @@ def run_calibrate(db, threshold=None, report=None, workdir=None, step=None, out=
     store = load_store(db)
     if from_report:
       value = threshold_from_report(report, store["model"])
-    save_store(db, calibrate(store, value, source))
+    update_store(db, lambda current: calibrate(current or store, value, source))
     where = db
   else:
     encoder = load_encoder(workdir, step)

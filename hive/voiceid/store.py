@@ -9,9 +9,15 @@
 "mean" is the unnormalised mean of the clip embeddings, kept so re-enrolment is an exact
 running mean. A store belongs to one model (its record: settings, checkpoint step,
 embedding size, centring mean); embeddings of another model are refused, since scores
-across models mean nothing. Plain JSON (never pickle), written atomically. Version 1 stores
-(whose model record held a digest of the whole training config) are read and written back
-as version 2.
+across models mean nothing. Plain JSON (never pickle), written atomically, so a reader
+(identify, verify) always reads a whole store without waiting. Writers change it through
+`update_store`, which holds a lock (`.NAME.lock` beside it) from reading to writing, so
+concurrent enrolments all land. Version 1 stores (whose model record held a digest of the
+whole training config) are read and written back as version 2.
+
+Why JSON and not an embedded database (SQLite): a store is read whole for every
+identification anyway, holds one short vector per speaker, and stays a file a person can
+read and copy; the lock is what it lacked.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+from typing import Callable
 
 import numpy as np
 
@@ -28,6 +35,7 @@ FORMAT = "hive-voiceid"
 VERSION = 2
 DEFAULT_THRESHOLD = 0.7
 TOP_K = 3
+LOCK_TIMEOUT = 60.0  # Seconds a writer waits for another: each holds the lock for milliseconds.
 
 
 class VoiceIdError(cli.UserError):
@@ -164,3 +172,23 @@ def load_store(path) -> dict:
 
 def save_store(path, store: dict) -> None:
   workdir_lib.write_atomically(path, json.dumps(store, indent=1, allow_nan=False) + "\n")
+
+
+def lock_file(path) -> pathlib.Path:
+  path = pathlib.Path(path)
+  return path.with_name(f".{path.name}.lock")
+
+
+def update_store(path, change: Callable[[dict | None], dict]) -> dict:
+  """Read-modify-write of the store at `path` under its lock: `change` gets the store as it
+  is now (None when there is none yet) and returns the new one, saved atomically before the
+  lock is released. Raises VoiceIdError when another writer holds it for LOCK_TIMEOUT."""
+  lock = workdir_lib.FileLock(lock_file(path), f"{path}: speaker store")
+  try:
+    lock.acquire(LOCK_TIMEOUT)
+  except workdir_lib.Busy as e:
+    raise VoiceIdError(f"{e}; try again") from None
+  with lock:
+    store = change(load_store(path) if pathlib.Path(path).exists() else None)
+    save_store(path, store)
+  return store
