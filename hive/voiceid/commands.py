@@ -2,7 +2,7 @@
 
     python -m hive.voiceid enroll --workdir=runs/mtl --db=speakers.json --speaker=alice a.flac ...
     python -m hive.voiceid identify --db=speakers.json [--json] [--threshold=T] query.flac ...
-    python -m hive.voiceid verify --workdir=runs/mtl a.flac b.flac [--threshold=T]
+    python -m hive.voiceid verify [--workdir=runs/mtl] a.flac b.flac [--threshold=T]
     python -m hive.voiceid calibrate --db=speakers.json --report=report.json
     python -m hive.voiceid calibrate --workdir=runs/mtl --report=report.json
 
@@ -12,7 +12,9 @@ identify   prints, per file, the best match and its cosine score, or "unknown" b
            threshold, and the top-3 candidates (--json: one JSON object per line). The
            model defaults to the workdir and step recorded in the store. An unreadable
            file gets its error line and the others go on; the exit status is then 2.
-verify     prints the cosine score of two files and "same speaker" or "different speakers".
+verify     prints the cosine score of two files and "same speaker" or "different speakers";
+           without --workdir (and --db) it uses the shipped model, pretrained/hive-mtl,
+           and says so (also the console script `hive-verify a.flac b.flac`).
 calibrate  stores a threshold in the store (--db) or with the model (--workdir: its
            threshold.json, for its latest checkpoint): the `eer_threshold` of --report, or
            --threshold. (enroll with --threshold stores it in the store the same way.)
@@ -184,16 +186,28 @@ def run_verify(workdir, files, step=None, threshold=None, report=None, db=None, 
   if value is None and store:
     value = store["threshold"]
   check_files(files)
+  shipped = not workdir and not db  # A store's threshold belongs to its own model.
+  if shipped:  # As Resemblyzer's VoiceEncoder(): the model that comes with hive.
+    from hive.encoder import PRETRAINED_DIR
+    workdir = str(PRETRAINED_DIR)
   encoder = load_encoder(_need(workdir, "workdir", "verify"), step)
   if value is None:
     value = model_threshold(encoder)[0]
   a, b = embed_files(encoder, files)
   result = verify(a, b, value)
   if as_json:
-    print(json.dumps({"files": [str(f) for f in files], **result}), file=out)
+    print(json.dumps({"files": [str(f) for f in files], **result, "workdir": str(workdir)}),
+          file=out)
   else:
     decision = "same speaker" if result["same"] else "different speakers"
-    print(f"score {result['score']:.3f}: {decision} (threshold {value:.3f})", file=out)
+    model = ", the shipped model pretrained/hive-mtl" if shipped else ""
+    print(f"score {result['score']:.3f}: {decision} (threshold {value:.3f}{model})", file=out)
+
+
+def run_verify_command() -> None:
+  """`hive-verify A B [flags]`: `hive-voiceid verify A B`, the shipped model by default."""
+  sys.argv[1:1] = ["verify"]
+  run()
 
 
 def run_calibrate(db, threshold=None, report=None, workdir=None, step=None, out=None):
