@@ -168,14 +168,19 @@ def ge2e_loss(emb: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tens
 # --------------------------------------------------------------------------
 def train_step(model: nn.Module, w: torch.Tensor, b: torch.Tensor,
                optimizer: torch.optim.Optimizer, mels: torch.Tensor,
-               n_speakers: int, n_utts: int, clip_norm: float = CLIP_NORM) -> float:
+               n_speakers: int, n_utts: int, clip_norm: float = CLIP_NORM,
+               autocast: bool = False) -> float:
     """One full GE2E step: forward + loss + backward + clip + Adam update.
 
     mels: [N*M, T, n_mels], speaker-major (rows j*M .. j*M+M-1 are speaker j).
+    ``autocast``: the network under ``torch.autocast("cpu", torch.bfloat16)``
+    (the LSTM and linear layer in bf16 through oneDNN; the loss in float32).
     Returns the loss (python float; forces completion of the step).
     """
     optimizer.zero_grad(set_to_none=True)
-    emb = model(mels).reshape(n_speakers, n_utts, -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        emb = model(mels)
+    emb = (emb.float() if autocast else emb).reshape(n_speakers, n_utts, -1)
     loss = ge2e_loss(emb, w, b)
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -122,3 +122,48 @@ def test_embedder_trains_in_bfloat16():
       lambda p: jnp.sum(model.apply({"params": p}, x).astype(jnp.float32) ** 2)))(params)
   assert all(g.dtype == jnp.float32 and np.isfinite(g).all() and np.any(g != 0)
              for g in jax.tree.leaves(grads))
+
+
+def reference_embedder(params, x, layers):
+  """LSTMEmbedder's function written plainly: textbook layers, last frame, projection."""
+  for i in range(layers):
+    x = reference_apply(params[f"lstm_{i}"], x)
+  return x[:, -1] @ params["projection"]["kernel"] + params["projection"]["bias"]
+
+
+def test_twenty_adam_steps_follow_the_float32_reference():
+  """Training quality, not just one gradient: 20 Adam steps of GE2E on a fixed batch. The
+  hand-written VJP in float32 follows the autodiff reference to 1e-5 at every step; in
+  bfloat16 (mixed precision) to 1 %, while the loss itself falls by 30 %."""
+  import optax
+  from hive import losses
+  n, m, steps, layers = 4, 3, 10, 2
+  x = jax.random.normal(jax.random.PRNGKey(5), (n * m, steps, F))
+  model = LSTMEmbedder(embed_dim=6, hidden=H, layers=layers, chunk=3)
+  params = jax.jit(model.init)(jax.random.PRNGKey(6), x)["params"]
+  tx = optax.adam(1e-3)
+
+  def trajectory(embed):
+    def loss_fn(p):
+      e = embed(p).astype(jnp.float32).reshape(n, m, -1)
+      e = e / jnp.linalg.norm(e, axis=-1, keepdims=True)
+      return losses.ge2e_loss(e, 10.0, -5.0)[0]
+
+    @jax.jit
+    def step(p, opt):
+      loss, g = jax.value_and_grad(loss_fn)(p)
+      updates, opt = tx.update(g, opt, p)
+      return optax.apply_updates(p, updates), opt, loss
+
+    p, opt, out = params, tx.init(params), []
+    for _ in range(20):
+      p, opt, loss = step(p, opt)
+      out.append(float(loss))
+    return np.array(out)
+
+  reference = trajectory(lambda p: reference_embedder(p, x, layers))
+  f32 = trajectory(lambda p: model.apply({"params": p}, x))
+  bf16 = trajectory(lambda p: model.clone(dtype=jnp.bfloat16).apply({"params": p}, x))
+  assert reference[-1] < 0.75 * reference[0]  # It learns (5.1 -> 3.6): a gap would show.
+  np.testing.assert_allclose(f32, reference, rtol=1e-5)  # Measured: 2.5e-7.
+  np.testing.assert_allclose(bf16, reference, rtol=1e-2)  # Measured: 0.3 %.
