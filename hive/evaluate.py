@@ -8,7 +8,9 @@ adds the model (workdir, checkpoint_step, centring: the training mean's digest) 
 the data. A threshold is null when its best operating point accepts no trial (+inf,
 which JSON cannot hold).
 `--split=dev` keeps only the workdir's held-out dev speakers. `--plots=DIR`
-adds a DET curve and a 2-D map of the embeddings (PNG). `--segment_seconds=S`
+adds a DET curve and a 2-D map of the embeddings (PNG). The JSON report is one line on
+stdout, for scripts, and a summary for people goes to stderr (`--format=table`: the
+summary alone, on stdout). `--segment_seconds=S`
 scores consecutive S-second segments instead of whole utterances: for corpora
 with one utterance per speaker (most of the shared LibriSpeech sample), where
 same-speaker trials then come from one recording, an easier task.
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import sys
 
 import numpy as np
 from absl import app, flags
 
-from hive import cli, metrics, workdir as workdir_lib
+from hive import cli, embed as embed_lib, metrics, workdir as workdir_lib
 from hive.data import builder as builder_lib, input_pipeline, readers
 from hive.data.examples import Examples
 from hive.encoder import Encoder
@@ -46,6 +50,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_float("segment_seconds", 0.0,
                      "Score S-second segments of each utterance instead of whole ones (0: off).")
+  flags.DEFINE_enum("format", "json", ["json", "table"],
+                    "json: the report as one JSON line on stdout and a readable summary on "
+                    "stderr; table: the summary alone, on stdout (--out still gets the JSON).")
 
 
 def select_split(examples: Examples, root, workdir, split: str):
@@ -74,13 +81,12 @@ def evaluate(encoder: Encoder, examples: Examples) -> dict:
 
 
 def plot_det(scores, labels, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # No pyplot: no GUI backend, no global state.
   from scipy.stats import norm
   fpr, fnr, _ = metrics.roc(scores, labels)
   clip = lambda x: np.clip(x, 1e-4, 1 - 1e-4)
-  fig, ax = plt.subplots(figsize=(5, 5))
+  fig = Figure(figsize=(5, 5))
+  ax = fig.subplots()
   ax.plot(norm.ppf(clip(fpr)), norm.ppf(clip(fnr)))
   ticks = [0.001, 0.01, 0.05, 0.2, 0.5]
   ax.set_xticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks])
@@ -91,32 +97,12 @@ def plot_det(scores, labels, path):
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def plot_embeddings(embeddings, speakers, genders, path):
-  """2-D t-SNE map (PCA first), colour = speaker, marker = gender."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from sklearn.decomposition import PCA
-  from sklearn.manifold import TSNE
-  x = PCA(min(30, embeddings.shape[1], len(embeddings))).fit_transform(embeddings)
-  if len(x) > 5:
-    x = TSNE(2, init="pca", perplexity=min(30, len(x) - 1), random_state=0).fit_transform(x)
-  names = sorted(set(speakers))
-  colour = np.array([names.index(s) for s in speakers])
-  fig, ax = plt.subplots(figsize=(6, 6))
-  for code, marker, label in ((0, "o", "male"), (1, "^", "female"), (-1, "x", "unknown")):
-    rows = np.asarray(genders) == code
-    if rows.any():
-      ax.scatter(x[rows, 0], x[rows, 1], c=colour[rows], cmap="tab20", marker=marker, s=12,
-                 vmin=0, vmax=max(len(names) - 1, 1), label=label)
-  ax.legend(loc="best", fontsize=8)
-  ax.set(title=f"{len(names)} speakers (colour) and gender (marker)", xticks=[], yticks=[])
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  """2-D t-SNE map (PCA first, hive.embed.map_2d), colour = speaker, marker = gender."""
+  title = f"{len(speakers)} utterances of {len(set(speakers))} speakers (colour), gender (marker)"
+  embed_lib.plot_map(embed_lib.map_2d(embeddings), speakers, path, genders=genders, title=title)
 
 
 def strict_json(report: dict) -> dict:
@@ -124,6 +110,61 @@ def strict_json(report: dict) -> dict:
   null: json.dumps would write `Infinity`, which strict JSON parsers reject."""
   return {k: None if isinstance(v, float) and not math.isfinite(v) else v
           for k, v in report.items()}
+
+
+def _percent(value) -> str:
+  return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _threshold(value) -> str:
+  return "no finite threshold" if value is None else f"threshold {value:.3f}"
+
+
+def format_summary(report: dict, out=None) -> str:
+  """The report for a person: what was scored, the numbers, where the files went."""
+  r = report
+  corpus = os.path.basename(os.path.normpath(str(r.get("data", "?"))))
+  split = {"all": "all speakers", "dev": "the model's dev speakers",
+           "train": "the model's training speakers"}.get(r.get("split"), r.get("split"))
+  unit = (f"{r['segment_seconds']:g}-s segments" if r.get("segment_seconds") else
+          "whole utterances")
+  lines = [f"hive.evaluate: {corpus}, {split}, {unit}",
+           f"  model        {r.get('workdir')} (step {r.get('checkpoint_step')}), "
+           f"{'centred' if r.get('centring') else 'not centred'}",
+           f"  speakers     {r['num_speakers']:,}; utterances {r['num_utterances']:,} "
+           f"({r['seconds_of_audio']:,.1f} s of audio, embedded in {r['embed_seconds']:.1f} s)"
+           + (f"; {r['skipped_files']:,} files skipped" if r.get("skipped_files") else ""),
+           f"  trials       {r['num_trials']:,} pairs, {r['num_target_trials']:,} same-speaker",
+           f"  EER          {_percent(r['eer'])} ({_threshold(r['eer_threshold'])})",
+           f"  minDCF       {r['min_dcf']:.3f} (p_target 0.01, "
+           f"{_threshold(r['min_dcf_threshold'])})"]
+  if r.get("identification_accuracy") is None:
+    lines.append("  one-shot ID  n/a (no speaker has a second utterance)")
+  else:
+    lines.append(f"  one-shot ID  {_percent(r['identification_accuracy'])} of "
+                 f"{r['num_identification_trials']:,} utterances (each speaker enrolled "
+                 f"with its first)")
+  if r.get("gender_accuracy") is None:
+    lines.append("  gender       n/a (no gender labels)")
+  else:
+    lines.append(f"  gender       {_percent(r['gender_accuracy'])} of "
+                 f"{r['num_gender_labelled']:,} labelled utterances")
+  if r.get("plots"):
+    lines.append(f"  plots        {', '.join(r['plots'])}")
+  if out:
+    lines.append(f"  report       {out}")
+  return "\n".join(lines)
+
+
+def print_report(report: dict, fmt: str = "json", out=None) -> None:
+  """json: the report on stdout as one line (what scripts read) and the summary on stderr;
+  table: the summary alone, on stdout."""
+  summary = format_summary(report, out)
+  if fmt == "table":
+    print(summary)
+    return
+  print(summary, file=sys.stderr)
+  print(json.dumps(report, allow_nan=False))
 
 
 def main(argv):
@@ -157,7 +198,7 @@ def main(argv):
   report = strict_json(report)
   if FLAGS.out:
     workdir_lib.write_atomically(FLAGS.out, json.dumps(report, indent=1, allow_nan=False) + "\n")
-  print(json.dumps(report, allow_nan=False))
+  print_report(report, FLAGS.format, FLAGS.out)
 
 
 def run() -> None:
