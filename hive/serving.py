@@ -27,21 +27,26 @@ Both are gathers with per-row indices computed from num_samples, so they trace
 with symbolic batch and length dimensions.
 
 Formats (each writes a directory holding the model and `serving.json`, which
-describes inputs, outputs, sample rate, front end and model):
+describes inputs, outputs, sample rate, front end and model; `load(dir)` runs any):
   * StableHLO (`export_stablehlo`): `jax.export` with symbolic shapes (b, s), so
     one artifact serves any batch size and length; the parameters are constants
-    inside; lowered for CPU and CUDA. `load_stablehlo` calls it (needs jax only).
+    inside; lowered for CPU and CUDA. Needs jax only to run.
   * TensorFlow SavedModel (`export_savedmodel`): jax2tf with native serialisation
     (the same StableHLO inside an XlaCallModule op, polymorphic in batch and
-    length), the parameters as tf.Variables. Chosen over orbax-export: orbax-export
-    is itself a wrapper over jax2tf (JaxModule), is installed here only as a
-    dependency of jax2onnx (0.0.8, unpinned by hive, and orbax-export and
-    orbax-checkpoint releases move together while hive pins orbax-checkpoint
-    0.12.8), and would add nothing this file needs: one function, one
-    signature. jax2tf ships with jax itself. The signature `serving_default`
+    length), the parameters as tf.Variables. Chosen over orbax-export, whose
+    TensorFlow path (JaxModule) is itself a wrapper over jax2tf: it is installed
+    here only as a dependency of jax2onnx (0.0.8, not pinned by hive, itself
+    depending on orbax-checkpoint, which hive pins at 0.12.8: one more pin to keep
+    in step) and would add nothing this needs (one function, one signature, no
+    pre/post-processing graph). jax2tf ships with jax. The signature `serving_default`
     takes `waveform` float32 [batch, samples] and `num_samples` int32 [batch] and
     returns `embedding` and `gender_probability`; loading needs TensorFlow only.
-  * ONNX (`export_onnx`): jax2onnx; see that function for what it expresses.
+  * ONNX (`export_onnx`): jax2onnx, the whole waveform-in function, batch and
+    length dynamic (one repair, see there); onnxruntime runs it.
+XLA compiles once per input shape (seconds on a CPU): the SavedModel's signature
+and the StableHLO loader pad inputs to bucketed shapes (`bucketed`) first, so a
+server meets a few dozen shapes, not one per utterance length. Callers of the raw
+StableHLO should do the same (padding never changes a row's result).
 
 Bad input inside a graph cannot raise: num_samples is clipped to [0, samples];
 a row of zero samples gives the embedding of one silent frame repeated, as
@@ -80,6 +85,11 @@ STABLEHLO_FILE = "embedder.stablehlo"
 ONNX_FILE = "embedder.onnx"
 # Where a StableHLO / SavedModel export runs. Lowering for CUDA needs no GPU here.
 PLATFORMS = ("cpu", "cuda")
+# XLA compiles a program once per input shape (seconds each on a CPU), so the SavedModel's
+# signature and the loaders pad inputs to these lengths (1 s * 2**(k/4) up to an hour, at
+# most 19 % more samples) and batch sizes (powers of two) first; the padding is ignored.
+SAMPLE_BUCKETS = np.unique(np.ceil(16000 * 2 ** (np.arange(49) / 4))).astype(np.int32)
+BATCH_BUCKETS = (2 ** np.arange(17)).astype(np.int32)
 
 
 def feature_config(config) -> features_lib.FeatureConfig:
@@ -233,6 +243,22 @@ def pad_batch(waves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   return batch, np.array([len(w) for w in waves], np.int32)
 
 
+def bucketed(waveform: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Inputs zero-padded to the next SAMPLE_BUCKETS length and BATCH_BUCKETS size (sizes
+  past the last bucket stay as they are); padding rows have 0 samples. The first rows of
+  the outputs are the inputs' own."""
+  waveform, num_samples = _as_inputs(waveform, num_samples)
+  rows, samples = waveform.shape
+  new_rows, new_samples = _bucket(rows, BATCH_BUCKETS), _bucket(samples, SAMPLE_BUCKETS)
+  return (np.pad(waveform, ((0, new_rows - rows), (0, new_samples - samples))),
+          np.pad(num_samples, (0, new_rows - rows)))
+
+
+def _bucket(size: int, buckets: np.ndarray) -> int:
+  i = np.searchsorted(buckets, size)
+  return int(buckets[i]) if i < len(buckets) else size
+
+
 def _abstract_inputs():
   """Symbolic (any batch, any length) input specs for jax.export and jax2tf."""
   batch, samples = jax.export.symbolic_shape("b, s")
@@ -304,11 +330,22 @@ def export_savedmodel(config, params, embedding_mean, out, info: dict | None = N
   # Variables, not constants: the weights live in variables/, outside the graph proto.
   module.params = jax.tree.map(lambda x: tf.Variable(np.asarray(x), trainable=False), params)
 
+  def bucket(size, buckets: np.ndarray):  # `_bucket` in TF ops.
+    i = tf.searchsorted(tf.constant(buckets), tf.reshape(size, [1]))[0]
+    last = len(buckets) - 1
+    return tf.where(i <= last, tf.gather(tf.constant(buckets), tf.minimum(i, last)), size)
+
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, None], tf.float32, name="waveform"),
       tf.TensorSpec([None], tf.int32, name="num_samples")])
   def serve(waveform, num_samples):
-    return converted(module.params, waveform, num_samples)
+    # Bucketed shapes, as `bucketed`: the XlaCallModule op compiles once per shape.
+    rows, samples = tf.shape(waveform)[0], tf.shape(waveform)[1]
+    extra_rows = bucket(rows, BATCH_BUCKETS) - rows
+    extra_samples = bucket(samples, SAMPLE_BUCKETS) - samples
+    outputs = converted(module.params, tf.pad(waveform, [[0, extra_rows], [0, extra_samples]]),
+                        tf.pad(num_samples, [[0, extra_rows]]))
+    return {name: value[:rows] for name, value in outputs.items()}
 
   module.serve = serve
   out = _new_dir(out)
@@ -401,18 +438,27 @@ def _as_inputs(waveform, num_samples) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_stablehlo(path) -> Callable:
-  """OUT/embedder.stablehlo as a function (see `load`); needs jax only."""
+  """OUT/embedder.stablehlo as a function (see `load`) of bucketed inputs; needs jax only."""
   exported = jax.export.deserialize(bytearray((pathlib.Path(path) / STABLEHLO_FILE).read_bytes()))
-  return lambda w, n: jax.tree.map(np.asarray, exported.call(*_as_inputs(w, n)))
+  call = jax.jit(exported.call)
+
+  def run(w, n):
+    rows = len(n)
+    return {k: np.asarray(v)[:rows] for k, v in call(*bucketed(w, n)).items()}
+
+  return run
 
 
 def load_savedmodel(path) -> Callable:
   """The SavedModel's serving_default signature as a function (see `load`)."""
   import tensorflow as tf
   signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-  return lambda w, n: {k: v.numpy() for k, v in signature(
-      waveform=tf.constant(_as_inputs(w, n)[0]), num_samples=tf.constant(_as_inputs(w, n)[1])
-  ).items()}
+
+  def run(w, n):
+    w, n = _as_inputs(w, n)
+    return {k: v.numpy() for k, v in signature(waveform=w, num_samples=n).items()}
+
+  return run
 
 
 def load_onnx(path) -> Callable:

@@ -130,6 +130,24 @@ def test_window_layout_by_hand():
   np.testing.assert_array_equal(used, [[1, 1, 1, 1], [1, 0, 0, 0]])
 
 
+def test_bucketed_inputs_by_hand():
+  # 17000 samples -> the next bucket, ceil(16000 * 2**(1/4)) = 19028; 3 rows -> 4, the new
+  # row of 0 samples; past the last bucket (an hour), sizes stay.
+  w, n = serving.bucketed(np.ones((3, 17000)), [17000, 5, 1])
+  assert w.shape == (4, 19028) and list(n) == [17000, 5, 1, 0]
+  assert np.all(w[:, 17000:] == 0) and np.all(w[3] == 0)
+  assert serving.bucketed(np.ones((1, 16000)), [16000])[0].shape == (1, 16000)
+  assert serving._bucket(70_000_000, serving.SAMPLE_BUCKETS) == 70_000_000
+  assert np.all(serving.SAMPLE_BUCKETS[1:] / serving.SAMPLE_BUCKETS[:-1] < 1.19)
+  # A padding row (0 samples) gives finite numbers, and changes no other row.
+  config, params = small_model("tdnn")
+  fn = jax.jit(serving.embedding_function(config, params))
+  out = fn(*serving.bucketed(*serving.pad_batch([noise(0.7, 8)] * 3)))
+  assert all(np.all(np.isfinite(v)) for v in out.values())
+  alone = np.asarray(fn(*serving.pad_batch([noise(0.7, 8)]))[serving.EMBEDDING])
+  np.testing.assert_allclose(out[serving.EMBEDDING][:3], alone[[0, 0, 0]], atol=1e-5)
+
+
 def test_masked_embed_is_the_model_embed():
   config, params = small_model("tdnn")
   model = create_model(config.model, 5)
