@@ -17,20 +17,27 @@ from hive.data import input_pipeline
 from hive.encoder import Encoder
 
 
-def fit_workdir(workdir, step: int | None = None) -> tuple[np.ndarray, int, int]:
-  """The mean over every utterance of the workdir's training speakers (their real
-  recordings: speed-perturbed copies are not audio a user will bring), for checkpoint
-  `step` (default: the latest). Returns (mean, step, number of utterances)."""
+def fit_workdir(workdir, step: int | None = None, chunk: int = 1000
+                ) -> tuple[np.ndarray, int, int]:
+  """The mean over the utterances of the workdir's training speakers (their real
+  recordings: speed-perturbed copies are not audio a user will bring; at most
+  `train.centring_utterances` of them, drawn with the seed), for checkpoint `step`
+  (default: the latest). Returns (mean, step, number of utterances)."""
   config = workdir_lib.load_config(workdir)
-  train_speakers = set(workdir_lib.load_speakers(workdir)["train"])
-  examples, _, _ = input_pipeline.load_corpus(config.data)
-  keep = sorted(set(examples.speakers) & train_speakers)
-  if not keep:
+  corpora = input_pipeline.prepare_corpora(config.data)
+  trained = set(workdir_lib.load_speakers(workdir)["train"])
+  speakers = sorted({s for c in corpora for s in c.speakers} & trained)
+  if not speakers:
     raise ValueError(f"none of {workdir}'s training speakers are in {config.data.root!r}")
-  examples = examples.select_speakers(keep)
   encoder = Encoder.from_workdir(workdir, step, centring=False)
-  mean = scoring.fit_mean(encoder.embed_features(examples.features))
-  return mean, encoder.step, len(examples.utterance_ids)
+  chosen = input_pipeline.select_utterances(corpora, speakers,
+                                            max_utterances=config.train.centring_utterances,
+                                            seed=config.seed)
+  total = 0.0
+  for start in range(0, len(chosen), chunk):  # Read and embedded a chunk at a time.
+    part = input_pipeline.read_selected(corpora, chosen[start:start + chunk])
+    total = total + scoring.unit_rows(encoder.embed_features(part.features)).sum(0)
+  return total / len(chosen), encoder.step, len(chosen)
 
 
 def define_flags() -> None:

@@ -38,6 +38,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.speed_factors = ()
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_speakers=100, utterances_per_speaker=6, seed=0))
+  # Storage of the prepared records (hive/data/builder.py): the log-mel's precision
+  # ("float16" halves the disk and reads), and the 16 kHz waveform as int16 beside it (four
+  # times the log-mel's float16 size; waveform augmentation needs it).
+  c.data.feature_dtype = "float32"
+  c.data.store_waveform = False
+  # Processes that read and crop batches ahead of the step (grain); 0: threads of the
+  # training process.
+  c.data.workers = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "lstm"  # "lstm" (GE2E d-vector), "rescnn" (Deep Speaker), "tdnn".
@@ -81,11 +89,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 100
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
+  # The training mean embedding fitted when training ends (hive/centring.py): at most this
+  # many training utterances, drawn with the seed (0: all).
+  c.train.centring_utterances = 20000
 
   # Dev evaluation during training: the speaker-verification evaluator of `hive.evaluate`
   # (hive/evaluator.py), in a cheaper configuration, so the logged numbers mean the same.
   c.eval = ml_collections.ConfigDict()
   c.eval.utterances_per_speaker = 8  # At most this many per dev speaker (0: all).
+  c.eval.max_speakers = 300  # At most this many dev speakers, drawn with the seed (0: all).
   # Speakers with a single utterance are scored on consecutive segments of this length, so
   # they have same-speaker trials (a corpus of one reading per speaker); 0: whole utterances.
   c.eval.segment_seconds = 3.0

@@ -74,21 +74,16 @@ class VerificationEvaluator:
     return report
 
 
-def training_evaluator(embedder: Embedder, dev: Examples, train: Examples, eval_config,
-                       seed: int = 0) -> VerificationEvaluator | None:
-  """The evaluator training runs on its dev speakers (`config.eval`): at most
-  `utterances_per_speaker` utterances a speaker, single-utterance speakers cut into
-  `segment_seconds` segments, centred with the mean of `centring_utterances` training
-  utterances drawn with `seed`. None when the dev set has no same-speaker trial."""
+def training_evaluator(embedder: Embedder, dev: Examples, centring: Examples | None,
+                       eval_config) -> VerificationEvaluator | None:
+  """The evaluator training runs on its dev utterances (`config.eval`; the input pipeline
+  read at most `utterances_per_speaker` of each of at most `max_speakers` dev speakers, and
+  `centring_utterances` training utterances): single-utterance speakers are cut into
+  `segment_seconds` segments, and the embeddings are centred with the training utterances'
+  mean under the parameters being evaluated. None when there is no same-speaker trial."""
   frames = int(round(eval_config.segment_seconds / embedder.hop_seconds))
-  dev = dev.first_per_speaker(eval_config.utterances_per_speaker)
   if frames > 0:
     dev = dev.cut_segments(frames, single_utterance_only=True)
   if not (utterances_per_speaker(dev.speakers) >= 2).any():
     return None
-  centring = None
-  if eval_config.centring_utterances > 0 and train.utterance_ids:
-    count = min(eval_config.centring_utterances, len(train.utterance_ids))
-    rows = np.random.default_rng(seed).choice(len(train.utterance_ids), count, replace=False)
-    centring = train.select(sorted(rows))
   return VerificationEvaluator(embedder, dev, centring)

@@ -88,12 +88,22 @@ def speed_perturb(mel: np.ndarray, factor: float,
   edge band). Used to make new training "speakers" (higher or lower voices)
   without decoding the audio again.
   """
+  mel = np.asarray(mel, np.float32)
+  return speed_perturbed_frames(mel, np.arange(speed_perturbed_length(len(mel), factor)),
+                                factor, config)
+
+
+def speed_perturbed_length(num_frames: int, factor: float) -> int:
+  """Frames of `speed_perturb(mel, factor)` for a log-mel of `num_frames`."""
   if factor <= 0:
     raise ValueError(f"speed factor must be positive, got {factor}")
-  mel = np.asarray(mel, np.float32)
+  return max(1, int(round(num_frames / factor)))
+
+
+@functools.lru_cache(maxsize=32)
+def band_warp(factor: float, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+  """[n_mels, n_mels]: band m of the sped-up log-mel from the original's bands."""
   centres = mel_centre_frequencies(config)
-  if mel.ndim != 2 or mel.shape[1] != len(centres):
-    raise ValueError(f"expected log-mel [frames, {len(centres)}], got {mel.shape}")
   # Frequency: fractional band index of f_m / factor in the original.
   bands = np.arange(len(centres), dtype=np.float64)
   source = np.interp(centres / factor, centres, bands)
@@ -103,14 +113,26 @@ def speed_perturb(mel: np.ndarray, factor: float,
   frac = (source - low).astype(np.float32)
   warp[bands.astype(int), low] += 1 - frac
   warp[bands.astype(int), high] += frac
-  warped = mel @ warp.T
+  return warp
+
+
+def speed_perturbed_frames(mel: np.ndarray, frames, factor: float,
+                           config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+  """Frames `frames` (indices) of `speed_perturb(mel, factor)`, computed from the original
+  frames around them only: what a training crop of a sped-up utterance needs."""
+  if factor <= 0:
+    raise ValueError(f"speed factor must be positive, got {factor}")
+  mel = np.asarray(mel, np.float32)
+  centres = mel_centre_frequencies(config)
+  if mel.ndim != 2 or mel.shape[1] != len(centres):
+    raise ValueError(f"expected log-mel [frames, {len(centres)}], got {mel.shape}")
   # Time: output frame j sits at original frame factor * j.
-  out_frames = max(1, int(round(len(mel) / factor)))
-  positions = np.minimum(np.arange(out_frames) * factor, len(mel) - 1)
+  positions = np.minimum(np.asarray(frames) * factor, len(mel) - 1)
   t0 = np.floor(positions).astype(int)
   t1 = np.minimum(t0 + 1, len(mel) - 1)
   w = (positions - t0).astype(np.float32)[:, None]
-  return ((1 - w) * warped[t0] + w * warped[t1]).astype(np.float32)
+  frames_at = (1 - w) * mel[t0] + w * mel[t1]
+  return (frames_at @ band_warp(float(factor), config).T).astype(np.float32)
 
 
 def num_frames(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:

@@ -6,7 +6,7 @@ import logging
 
 from absl import logging as absl_logging
 
-_NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
+_NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/", "/apache_beam/", "/grain/")
 
 
 class _QuietLibraries(logging.Filter):
@@ -21,3 +21,6 @@ def quiet_libraries() -> None:
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
     handler.addFilter(_QuietLibraries())
+  # Beam logs through the standard root logger, not absl's: each worker's start-up alone
+  # writes a dozen INFO lines.
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)

@@ -29,7 +29,17 @@ def define_flags() -> None:
   flags.DEFINE_string("data_dir", None, "TFDS cache (default $HIVE_CACHE/tfds or ~/.cache/hive/tfds).")
   flags.DEFINE_integer("n_mels", 40, "Mel bands.")
   flags.DEFINE_bool("trim_silence", False, "Drop low-energy stretches before features.")
-  flags.DEFINE_integer("num_workers", None, "Feature-extraction processes (default: all cores).")
+  flags.DEFINE_integer("num_workers", None, "Local feature-extraction processes (default: all "
+                       "cores).")
+  flags.DEFINE_string("beam_pipeline_options", None,
+                      "Prepare on Apache Beam with these comma-separated pipeline options, e.g. "
+                      "'direct_num_workers=4,direct_running_mode=multi_processing' (local) or "
+                      "'runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp' "
+                      "(README: Scaling out). Empty string: Beam's defaults.")
+  flags.DEFINE_bool("store_waveform", False, "Also store the 16 kHz waveform (int16) of every "
+                    "utterance, for waveform augmentation.")
+  flags.DEFINE_enum("feature_dtype", "float32", ["float32", "float16"],
+                    "Precision of the stored log-mels.")
 
 
 # Examples printed per kind of skip or notice; the report file lists every one.
@@ -111,7 +121,9 @@ def main(argv):
     raise app.UsageError("--data=PATH is required")
   cli.hide_gpus_from_tensorflow()
   config = features_lib.FeatureConfig(n_mels=FLAGS.n_mels, trim_silence=FLAGS.trim_silence)
-  _, report = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, config, FLAGS.num_workers)
+  storage = builder_lib.Storage(FLAGS.store_waveform, FLAGS.feature_dtype)
+  _, report = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, config, FLAGS.num_workers,
+                                  storage, FLAGS.beam_pipeline_options)
   print(format_report(report))
 
 

@@ -166,16 +166,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if fine_tune:  # Before this run writes anything.
     workdir_lib.check_same_settings(config.train.init_from, config)
 
-  inputs = input_pipeline.load_inputs(data)
-  state = _init_state(config, inputs.train.num_speakers, mesh)
+  inputs = input_pipeline.load_inputs(config)
+  state = _init_state(config, inputs.table.num_speakers, mesh)
   manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
   state = checkpoint.restore_latest(manager, state)
   start_step = int(parallel.fetch(state.step))
   if fine_tune:
-    state = start_from(state, config.train.init_from, inputs.train.speakers, mesh)
+    state = start_from(state, config.train.init_from, inputs.table.speakers, mesh)
   if is_main:
     workdir_lib.save_config(workdir, config)
-    workdir_lib.save_speakers(workdir, inputs.train.speakers, inputs.dev_speakers)
+    workdir_lib.save_speakers(workdir, inputs.table.speakers, inputs.dev_speakers)
     if start_step:
       logging.info("Resuming from step %d in %s", start_step, workdir)
 
@@ -184,9 +184,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   evaluator = None
   if inputs.dev is not None:
     evaluator = evaluator_lib.training_evaluator(
-        Embedder(config, inputs.train.num_speakers), inputs.dev, inputs.train_examples,
-        config.eval, config.seed)
-  batches = input_pipeline.train_batches(inputs, data, config.seed, start_step)
+        Embedder(config, inputs.table.num_speakers), inputs.dev, inputs.centring, config.eval)
+  batches = input_pipeline.train_batches(inputs, config, start_step)
   rows = data.n_speakers * data.n_utterances
 
   last, dev, window_start, window_steps = {}, {}, time.time(), 0

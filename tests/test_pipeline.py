@@ -1,14 +1,15 @@
-"""The N x M batch pipeline, speaker splits and fixed evaluation segments.
+"""The N x M batches read from prepared records, and speaker splits.
 
-Every frame of the fixture pool is a code [speaker, utterance, frame index], so
-each cropped row can be decoded back to where it came from.
+Every frame of the fixture records is a code [speaker, utterance, frame index], so each
+cropped row can be decoded back to where it came from. Records are plain dicts here (what a
+TFDS data source returns), so the sampler is tested without preparing a dataset.
 """
 
 import numpy as np
 import pytest
 
 from hive import features
-from hive.data import batches, examples as examples_lib, input_pipeline
+from hive.data import batches, input_pipeline
 
 CROP = 50
 SHORT = 40  # One utterance shorter than the crop.
@@ -23,31 +24,34 @@ SPEAKERS = {
 }
 
 
-def make_examples(speakers=SPEAKERS):
-  """Examples sorted by utterance id (as `load_examples` returns them)."""
-  names = sorted(speakers)
-  rows = sorted((f"{s}-{u:03d}", s, speakers[s][0], n)
-                for s in names for u, n in enumerate(speakers[s][1]))
-  feats = []
-  for index, (_, speaker, _, n) in enumerate(rows):
-    f = np.empty((n, 3), np.float32)
-    f[:, 0] = names.index(speaker)
-    f[:, 1] = index
-    f[:, 2] = np.arange(n)
-    feats.append(f)
-  return examples_lib.Examples(
-      utterance_ids=[r[0] for r in rows], speakers=[r[1] for r in rows],
-      genders=np.array([r[2] for r in rows], np.int32),
-      num_frames=np.array([r[3] for r in rows], np.int32), features=feats)
+class Pool:
+  """One 'prepared corpus' of coded records and its training table."""
+
+  def __init__(self, speakers=SPEAKERS, factors=()):
+    names = sorted(speakers)
+    rows = sorted((f"{s}-{u:03d}", s, speakers[s][0], n)
+                  for s in names for u, n in enumerate(speakers[s][1]))
+    self.records = []
+    for index, (_, speaker, _, n) in enumerate(rows):
+      f = np.empty((n, 3), np.float32)
+      f[:, 0] = names.index(speaker)
+      f[:, 1] = index
+      f[:, 2] = np.arange(n)
+      self.records.append({"features": f})
+    self.lengths = np.array([r[3] for r in rows])
+    self.record_speaker = [r[1] for r in rows]
+    self.table = batches.TrainingTable.build(
+        [(0, i, r[1], r[2], r[3]) for i, r in enumerate(rows)], factors)
+
+  def reader(self, n, m, seed, process_index=0, process_count=1, crop=CROP):
+    shape = batches.BatchShape(n, m, crop, process_index, process_count)
+    return batches.BatchReader(self.table, [self.records], shape, seed,
+                               features.FeatureConfig(n_mels=3))
 
 
 @pytest.fixture(scope="module")
 def pool():
-  return batches.FramePool.from_examples(make_examples())
-
-
-def as_numpy(batch):
-  return {k: np.asarray(v) for k, v in batch.items()}
+  return Pool()
 
 
 def decode(pool, batch):
@@ -56,7 +60,8 @@ def decode(pool, batch):
   for row, label in zip(batch["features"], batch["speaker"]):
     speaker, utt = int(row[0, 0]), int(row[0, 1])
     assert np.all(row[:, 0] == speaker) and np.all(row[:, 1] == utt)
-    assert speaker == label == pool.utterance_speaker[utt]
+    assert pool.table.speakers[label] == pool.record_speaker[utt]
+    assert speaker == label  # One corpus, no speed factors: labels are sorted names.
     length = pool.lengths[utt]
     start = int(row[0, 2])
     np.testing.assert_array_equal(row[:, 2], (start + np.arange(len(row))) % length)
@@ -64,22 +69,21 @@ def decode(pool, batch):
   return out
 
 
-def test_pool_layout(pool):
-  assert pool.speakers == sorted(SPEAKERS)
-  assert pool.num_speakers == 6
-  assert pool.frames.shape == (sum(sum(v[1]) for v in SPEAKERS.values()), 3)
-  assert list(pool.speaker_gender) == [SPEAKERS[s][0] for s in pool.speakers]
-  table = pool.speaker_utterances()
-  assert table.shape == (6, 20)
-  for s, name in enumerate(pool.speakers):
-    own = table[s][table[s] >= 0]
+def test_table_layout(pool):
+  table = pool.table
+  assert table.speakers == sorted(SPEAKERS) and table.num_speakers == 6
+  assert list(table.speaker_gender) == [SPEAKERS[s][0] for s in table.speakers]
+  utterances = table.speaker_utterances()
+  assert utterances.shape == (6, 20)
+  for s, name in enumerate(table.speakers):
+    own = utterances[s][utterances[s] >= 0]
     assert len(own) == len(SPEAKERS[name][1])
-    assert all(pool.utterance_ids[u].startswith(name + "-") for u in own)
+    assert all(pool.record_speaker[table.record[u]] == name for u in own)
 
 
 def test_batch_shapes_dtypes_and_speaker_major_rows(pool):
   n, m = 4, 3
-  batch = as_numpy(batches.make_batch_fn(pool, n, m, CROP, seed=0)(0))
+  batch = pool.reader(n, m, seed=0)(0)
   assert batch["features"].shape == (n * m, CROP, 3)
   assert batch["features"].dtype == np.float32
   assert batch["speaker"].shape == batch["gender"].shape == (n * m,)
@@ -87,17 +91,16 @@ def test_batch_shapes_dtypes_and_speaker_major_rows(pool):
   grid = batch["speaker"].reshape(n, m)
   assert np.all(grid == grid[:, :1])  # Speaker-major: each speaker's M rows together.
   assert len(set(grid[:, 0])) == n  # N distinct speakers.
-  np.testing.assert_array_equal(batch["gender"], pool.speaker_gender[batch["speaker"]])
+  np.testing.assert_array_equal(batch["gender"], pool.table.speaker_gender[batch["speaker"]])
 
 
 def test_rows_come_from_the_labelled_speaker_and_follow_the_rules(pool):
   n, m = 6, 4  # Every speaker in every batch.
-  fn = batches.make_batch_fn(pool, n, m, CROP, seed=3)
-  names = pool.speakers
+  fn = pool.reader(n, m, seed=3)
+  names = pool.table.speakers
   used_short = 0
   for step in range(25):
-    batch = as_numpy(fn(step))
-    rows = decode(pool, batch)
+    rows = decode(pool, fn(step))
     for group in np.array(rows, dtype=np.int64).reshape(n, m, 3):
       speaker = names[group[0, 0]]
       utts, starts = group[:, 1], group[:, 2]
@@ -123,50 +126,47 @@ def test_rows_come_from_the_labelled_speaker_and_follow_the_rules(pool):
 
 
 def test_short_utterance_wraps_around(pool):
-  short = [u for u in range(len(pool.lengths)) if pool.lengths[u] == SHORT]
-  assert len(short) == 1
-  fn = batches.make_batch_fn(pool, 6, 4, CROP, seed=0)
-  batch = as_numpy(fn(0))
-  rows = [r for r in batch["features"] if r[0, 1] == short[0]]
+  (short,) = np.flatnonzero(pool.lengths == SHORT)
+  batch = pool.reader(6, 4, seed=0)(0)
+  rows = [r for r in batch["features"] if r[0, 1] == short]
   assert rows  # "few" has 3 < M utterances: every one is used.
-  utterance = pool.frames[pool.starts[short[0]]:pool.starts[short[0]] + SHORT]
+  utterance = pool.records[short]["features"]
   expected = np.concatenate([utterance, utterance])[:CROP]
   for row in rows:
     np.testing.assert_array_equal(row, expected)
 
 
 def test_deterministic_under_seed_and_step(pool):
-  a = batches.make_batch_fn(pool, 4, 3, CROP, seed=7)
-  b = batches.make_batch_fn(pool, 4, 3, CROP, seed=7)
-  c = batches.make_batch_fn(pool, 4, 3, CROP, seed=8)
+  a, b, c = pool.reader(4, 3, seed=7), pool.reader(4, 3, seed=7), pool.reader(4, 3, seed=8)
   for step in (0, 1, 5):
-    x, y, z = as_numpy(a(step)), as_numpy(b(step)), as_numpy(c(step))
+    x, y, z = a(step), b(step), c(step)
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
     assert not np.array_equal(x["features"], z["features"])
-  assert not np.array_equal(as_numpy(a(0))["features"], as_numpy(a(1))["features"])
+  assert not np.array_equal(a(0)["features"], a(1)["features"])
 
 
-def test_resume_at_step_k_matches_fresh_dataset(pool):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_at_step_k_matches_a_fresh_run_on_threads_and_processes(pool, workers):
   k = 3
-  fresh = list(batches.make_dataset(pool, 4, 3, CROP, seed=5).take(k + 2).as_numpy_iterator())
-  resumed = list(batches.make_dataset(pool, 4, 3, CROP, seed=5, start_step=k)
-                 .take(2).as_numpy_iterator())
+  fresh = batches.make_batches(pool.reader(4, 3, seed=5), 0, workers=workers)
+  fresh = [next(fresh) for _ in range(k + 2)]
+  resumed = batches.make_batches(pool.reader(4, 3, seed=5), start_step=k, workers=workers)
+  resumed = [next(resumed) for _ in range(2)]
   for i in range(2):
     for key in fresh[k + i]:
       np.testing.assert_array_equal(fresh[k + i][key], resumed[i][key])
-  fn = batches.make_batch_fn(pool, 4, 3, CROP, seed=5)
-  np.testing.assert_array_equal(fresh[k]["features"], as_numpy(fn(k))["features"])
+  np.testing.assert_array_equal(fresh[k]["features"], pool.reader(4, 3, seed=5)(k)["features"])
 
 
 @pytest.mark.parametrize("n, m, hosts", [(4, 3, 2), (6, 4, 2), (6, 2, 3)])
 def test_per_host_slices_partition_the_global_batch(pool, n, m, hosts):
-  single = batches.make_batch_fn(pool, n, m, CROP, seed=11)
-  parts = [batches.make_batch_fn(pool, n, m, CROP, seed=11, process_index=i,
-                                  process_count=hosts) for i in range(hosts)]
+  single = pool.reader(n, m, seed=11)
+  parts = [pool.reader(n, m, seed=11, process_index=i, process_count=hosts)
+           for i in range(hosts)]
   for step in (0, 4):
-    whole = as_numpy(single(step))
-    slices = [as_numpy(p(step)) for p in parts]
+    whole = single(step)
+    slices = [p(step) for p in parts]
     speaker_sets = [set(s["speaker"]) for s in slices]
     for i in range(hosts):
       assert len(slices[i]["speaker"]) == n // hosts * m
@@ -176,13 +176,27 @@ def test_per_host_slices_partition_the_global_batch(pool, n, m, hosts):
       np.testing.assert_array_equal(np.concatenate([s[key] for s in slices]), whole[key])
 
 
+def test_each_host_reads_only_its_own_rows(pool):
+  reads = []
+
+  class Counting(list):
+    def __getitem__(self, i):
+      reads.append(i)
+      return list.__getitem__(self, i)
+
+  shape = batches.BatchShape(6, 2, CROP, process_index=1, process_count=3)
+  reader = batches.BatchReader(pool.table, [Counting(pool.records)], shape, seed=0)
+  reader(0)
+  assert len(reads) == 2 * 2  # 2 speakers x M = 2 rows, not the global 12.
+
+
 def test_errors_for_impossible_batches(pool):
   with pytest.raises(ValueError, match="need 7 speakers"):
-    batches.make_batch_fn(pool, 7, 2, CROP, seed=0)
+    pool.reader(7, 2, seed=0)
   with pytest.raises(ValueError, match="not divisible by 4"):
-    batches.make_batch_fn(pool, 6, 2, CROP, seed=0, process_count=4)
+    pool.reader(6, 2, seed=0, process_count=4)
   with pytest.raises(ValueError, match="no utterances"):
-    batches.FramePool.from_examples(make_examples({}))
+    batches.TrainingTable.build([])
 
 
 # --- Speaker splits -----------------------------------------------------------
@@ -213,48 +227,44 @@ def test_split_speakers_explicit_dev_and_errors():
 
 
 def test_dev_speakers_never_appear_in_train_batches():
-  examples = make_examples()
   names = sorted(SPEAKERS)
-  train, dev = input_pipeline.split_speakers(examples.speakers, 0.34, seed=2)
+  train, dev = input_pipeline.split_speakers(names, 0.34, seed=2)
   assert len(dev) == 2
-  train_pool = batches.FramePool.from_examples(examples.select_speakers(train))
-  assert train_pool.speakers == train
-  fn = batches.make_batch_fn(train_pool, 4, 2, CROP, seed=0)
+  train_pool = Pool({s: SPEAKERS[s] for s in train})
+  assert train_pool.table.speakers == train
+  fn = train_pool.reader(4, 2, seed=0)
   dev_codes = {names.index(s) for s in dev}
   for step in range(10):
-    features = as_numpy(fn(step))["features"]
-    assert not set(np.unique(features[:, :, 0]).astype(int)) & dev_codes
+    codes = {train.index(train_pool.record_speaker[int(u)])
+             for u in np.unique(fn(step)["features"][:, :, 1])}
+    assert not {names.index(train[c]) for c in codes} & dev_codes
 
 
 # --- Speaker augmentation by speed perturbation --------------------------------------
 
 
-def test_speed_perturbed_speakers_are_new_speakers_with_rescaled_utterances():
+def test_speed_perturbed_speakers_are_new_speakers_cropped_from_the_originals():
   rng = np.random.default_rng(0)
   lengths = [100, 161, 40]
-  examples = examples_lib.Examples(
-      ["a-1", "a-2", "b-1"], ["a", "a", "b"], np.array([1, 1, 0], np.int32),
-      np.array(lengths, np.int32), [rng.normal(size=(n, 40)).astype(np.float32) for n in lengths])
-  out = examples_lib.with_speed_perturbed_speakers(examples, (0.9, 1.0, 1.1), features.FeatureConfig())
+  mels = [rng.normal(size=(n, 40)).astype(np.float32) for n in lengths]
+  table = batches.TrainingTable.build(
+      [(0, 0, "a", 1, 100), (0, 1, "a", 1, 161), (0, 2, "b", 0, 40)], (0.9, 1.0, 1.1))
   # Factor 1.0 is the original itself, so it adds nothing.
-  assert out.speakers == ["a", "a", "b", "a~sp0.9", "a~sp0.9", "b~sp0.9",
-                          "a~sp1.1", "a~sp1.1", "b~sp1.1"]
-  assert out.utterance_ids[3] == "a-1~sp0.9" and out.utterance_ids[-1] == "b-1~sp1.1"
-  assert out.genders.tolist() == [1, 1, 0] * 3
-  assert out.num_frames.tolist() == lengths + [round(n / 0.9) for n in lengths] + [
+  assert table.speakers == ["a", "a~sp0.9", "a~sp1.1", "b", "b~sp0.9", "b~sp1.1"]
+  assert table.speaker_gender.tolist() == [1, 1, 1, 0, 0, 0]
+  assert table.num_frames.tolist() == lengths + [round(n / 0.9) for n in lengths] + [
       round(n / 1.1) for n in lengths]
-  assert [len(f) for f in out.features] == out.num_frames.tolist()
-  for original, kept in zip(examples.features, out.features[:3]):
-    np.testing.assert_array_equal(original, kept)
-  np.testing.assert_allclose(out.features[6], features.speed_perturb(examples.features[0], 1.1))
+  assert table.factor.tolist() == pytest.approx([1.0] * 3 + [0.9] * 3 + [1.1] * 3)
+  # A crop of a sped-up utterance is the crop of the whole utterance sped up, wrapping.
+  whole = features.speed_perturb(mels[1], 1.1)
+  np.testing.assert_allclose(batches.crop(mels[1], 30, 50, 1.1), whole[30:80], atol=1e-5)
+  wrapped = batches.crop(mels[2], 0, 50, 0.9)
+  np.testing.assert_allclose(wrapped, np.resize(features.speed_perturb(mels[2], 0.9), (50, 40)),
+                             atol=1e-5)
 
 
 def test_speed_factors_bad_or_repeated():
-  examples = examples_lib.Examples(["a-1"], ["a"], np.array([0], np.int32), np.array([50], np.int32),
-                              [np.zeros((50, 40), np.float32)])
-  config = features.FeatureConfig()
   for bad, message in (((0.9, -1.0), "must be positive"), (("fast",), "must be numbers")):
     with pytest.raises(ValueError, match=f"data.speed_factors {message}"):
-      examples_lib.with_speed_perturbed_speakers(examples, bad, config)
-  out = examples_lib.with_speed_perturbed_speakers(examples, (1.1, 1.1), config)
-  assert out.speakers == ["a", "a~sp1.1"]
+      batches.TrainingTable.build([(0, 0, "a", 0, 50)], bad)
+  assert batches.TrainingTable.build([(0, 0, "a", 0, 50)], (1.1, 1.1)).speakers == ["a", "a~sp1.1"]

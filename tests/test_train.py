@@ -45,22 +45,23 @@ def tiny_config(corpus, data_dir, steps=6):
 
 def test_speed_factors_add_train_speakers_and_leave_dev_alone(tiny_corpus, tmp_path):
   config = tiny_config(tiny_corpus, tmp_path)
-  plain = input_pipeline.load_inputs(config.data)
+  plain = input_pipeline.load_inputs(config)
   config.data.speed_factors = (0.9, 1.1)
-  augmented = input_pipeline.load_inputs(config.data)
+  augmented = input_pipeline.load_inputs(config)
   assert augmented.dev_speakers == plain.dev_speakers
   assert augmented.dev.utterance_ids == plain.dev.utterance_ids
   for a, b in zip(augmented.dev.features, plain.dev.features):
     np.testing.assert_array_equal(a, b)
-  assert augmented.train_examples.utterance_ids == plain.train_examples.utterance_ids  # Real ones.
-  assert augmented.train.speakers == sorted(
-      s + tag for s in plain.train.speakers for tag in ("", "~sp0.9", "~sp1.1"))
-  assert len(augmented.train.utterance_ids) == 3 * len(plain.train.utterance_ids)
+  assert augmented.train_speakers == plain.train_speakers  # The real ones.
+  assert augmented.centring.utterance_ids == plain.centring.utterance_ids
+  assert augmented.table.speakers == sorted(
+      s + tag for s in plain.table.speakers for tag in ("", "~sp0.9", "~sp1.1"))
+  assert len(augmented.table.label) == 3 * len(plain.table.label)
 
 
 def params_of(workdir, config):
-  inputs = input_pipeline.load_inputs(config.data)
-  target = train._init_state(config, inputs.train.num_speakers, parallel.make_mesh())
+  inputs = input_pipeline.load_inputs(config)
+  target = train._init_state(config, inputs.table.num_speakers, parallel.make_mesh())
   state = checkpoint.restore_latest(checkpoint.make_manager(workdir), target)
   return jax.device_get(state.params), int(state.step)
 

@@ -1,10 +1,12 @@
-"""N speakers x M utterances batches of random log-mel crops, as a tf.data pipeline.
+"""N speakers x M utterances batches of random crops, read by random access from the records.
 
-Batch `k` is a pure function of (seed, k): the speakers, utterances and crop
-offsets come from stateless random ops seeded with the step. So the pipeline is
-deterministic, resumes exactly from any step with no saved iterator state, and
-hosts agree on the global batch without talking: each builds its own slice of
-the same global draw of speakers.
+Batch `k` is a pure function of (seed, k). `plan_batch` draws, with numpy generators seeded
+by (seed, k), the speakers, utterances and crop offsets of the whole global batch; each
+process then reads only its own slice of it (`read_batch`), so hosts agree on the global
+batch without talking, resuming needs no saved iterator state, and the batch does not depend
+on how many processes share it. `make_batches` runs this on grain: a `MapDataset` over step
+numbers, mapped on worker threads or processes with prefetching, read from the prepared
+ArrayRecord datasets (hive/data/builder.py), so memory does not grow with the corpus.
 
 Rules worth knowing:
   * Speakers with at least M utterances contribute M distinct utterances.
@@ -14,6 +16,8 @@ Rules worth knowing:
     fill it, never dropped: the speaker is still there, and no padding value has
     to be invented.
   * Rows are speaker-major: `features.reshape(N, M, T, F)` recovers the grid.
+  * Speed-perturbed speakers (`data.speed_factors`) are training speakers played faster
+    or slower, made on the fly from the original records (hive/features.py).
 """
 
 from __future__ import annotations
@@ -21,121 +25,182 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-from hive.data.examples import Examples
+from hive import features as features_lib
+
+_PLAN_TAG = 0x706C616E  # "plan": keeps these draws apart from other users of (seed, step).
 
 
 @dataclasses.dataclass
-class FramePool:
-  """All frames of a set of utterances in one array, indexed per utterance."""
-  frames: np.ndarray  # float32 [total_frames, n_mels]
-  starts: np.ndarray  # int64 [U]: first frame of each utterance.
-  lengths: np.ndarray  # int32 [U]
-  utterance_speaker: np.ndarray  # int32 [U]: index into `speakers`.
-  speakers: list[str]  # Sorted; the label space of the speaker-ID head.
+class TrainingTable:
+  """Every training utterance as a record of a prepared corpus, with its speaker label."""
+  source: np.ndarray  # int32 [U]: which prepared corpus.
+  record: np.ndarray  # int64 [U]: record index in it.
+  num_frames: np.ndarray  # int32 [U]: frames of the (speed-perturbed) utterance.
+  label: np.ndarray  # int32 [U]: index into `speakers`.
+  factor: np.ndarray  # float32 [U]: speed factor (1: the recording as it is).
+  speakers: list[str]  # Sorted label names; the speaker-ID head's classes.
   speaker_gender: np.ndarray  # int32 [S]: 0 m, 1 f, -1 unknown.
-  utterance_ids: list[str]
-
-  @classmethod
-  def from_examples(cls, examples: Examples) -> "FramePool":
-    if not examples.utterance_ids:
-      raise ValueError("no utterances to build batches from")
-    speakers = sorted(set(examples.speakers))
-    index = {s: i for i, s in enumerate(speakers)}
-    gender = np.full(len(speakers), -1, np.int32)
-    for s, g in zip(examples.speakers, examples.genders):
-      gender[index[s]] = g
-    lengths = np.asarray(examples.num_frames, np.int32)
-    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
-    return cls(np.concatenate(examples.features).astype(np.float32), starts, lengths,
-               np.array([index[s] for s in examples.speakers], np.int32), speakers, gender,
-               list(examples.utterance_ids))
 
   @property
   def num_speakers(self) -> int:
     return len(self.speakers)
 
+  @classmethod
+  def build(cls, utterances, speed_factors=()) -> "TrainingTable":
+    """From (source, record, speaker, gender, num_frames) tuples; each speed factor adds
+    every utterance again as a new speaker "<speaker>~sp<factor>"."""
+    factors = [1.0] + [f for f in _check_factors(speed_factors) if f != 1.0]
+    rows = []
+    for factor in factors:
+      tag = "" if factor == 1.0 else f"~sp{factor:g}"
+      for source, record, speaker, gender, frames in utterances:
+        rows.append((source, record, speaker + tag, gender,
+                     features_lib.speed_perturbed_length(frames, factor), factor))
+    if not rows:
+      raise ValueError("no utterances to build batches from")
+    speakers = sorted({r[2] for r in rows})
+    index = {s: i for i, s in enumerate(speakers)}
+    gender = np.full(len(speakers), -1, np.int32)
+    for r in rows:
+      gender[index[r[2]]] = r[3]
+    return cls(np.array([r[0] for r in rows], np.int32), np.array([r[1] for r in rows], np.int64),
+               np.array([r[4] for r in rows], np.int32),
+               np.array([index[r[2]] for r in rows], np.int32),
+               np.array([r[5] for r in rows], np.float32), speakers, gender)
+
   def speaker_utterances(self) -> np.ndarray:
     """int32 [S, max utterances per speaker], padded with -1."""
-    per_speaker = [np.flatnonzero(self.utterance_speaker == s) for s in range(self.num_speakers)]
-    table = np.full((self.num_speakers, max(map(len, per_speaker))), -1, np.int32)
-    for s, utts in enumerate(per_speaker):
-      table[s, :len(utts)] = utts
+    order = np.argsort(self.label, kind="stable")
+    counts = np.bincount(self.label, minlength=self.num_speakers)
+    table = np.full((self.num_speakers, counts.max()), -1, np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for s in range(self.num_speakers):
+      table[s, :counts[s]] = order[starts[s]:starts[s] + counts[s]]
     return table
 
 
-def _crop_indices(starts, lengths, offsets, crop_frames):
-  """[B, crop] frame indices; windows past an utterance's end wrap around to its start."""
-  steps = tf.range(crop_frames, dtype=tf.int64)[None, :]
-  within = (offsets[:, None] + steps) % lengths[:, None]
-  return starts[:, None] + within
+def _check_factors(factors) -> list[float]:
+  try:
+    factors = list(dict.fromkeys(float(f) for f in factors))  # A repeated factor counts once.
+  except (TypeError, ValueError):
+    raise ValueError(f"data.speed_factors must be numbers, got {factors!r}") from None
+  if any(f <= 0 for f in factors):
+    raise ValueError(f"data.speed_factors must be positive, got {factors}")
+  return factors
 
 
-def make_batch_fn(pool: FramePool, n_speakers: int, n_utterances: int, crop_frames: int,
-                  seed: int, process_index: int = 0, process_count: int = 1):
-  """Returns `batch(step)` building this host's slice of global batch `step`."""
-  if n_speakers > pool.num_speakers:
-    raise ValueError(f"batches need {n_speakers} speakers, the training split has "
-                     f"{pool.num_speakers}")
-  if n_speakers % process_count:
-    raise ValueError(f"n_speakers={n_speakers} is not divisible by {process_count} processes")
-  local = n_speakers // process_count
-  first = process_index * local
-  frames = tf.constant(pool.frames)
-  starts = tf.constant(pool.starts, tf.int64)
-  lengths = tf.constant(pool.lengths.astype(np.int64))
-  table = tf.constant(pool.speaker_utterances())
-  counts = tf.reduce_sum(tf.cast(table >= 0, tf.int32), axis=1)
-  genders = tf.constant(pool.speaker_gender)
-  m = n_utterances
+@dataclasses.dataclass(frozen=True)
+class BatchShape:
+  n_speakers: int
+  n_utterances: int
+  crop_frames: int
+  process_index: int = 0
+  process_count: int = 1
 
-  def batch(step):
-    step = tf.cast(step, tf.int64)
-    key = tf.stack([tf.constant(seed, tf.int64), step])
-    keys = tf.random.experimental.stateless_split(key, 3)
-    # Global draw of speakers, identical on every host; each host keeps its slice.
-    order = tf.argsort(tf.random.stateless_uniform([pool.num_speakers], keys[0]))
-    speaker = order[first:first + local]
-    # Utterances: a random permutation per speaker, padding sorted last; slot j
-    # takes the (j mod count)-th, so short speakers reuse theirs in turn.
-    count = tf.gather(counts, speaker)
-    rows = tf.gather(table, speaker)
-    # Draws are shaped for the global batch and sliced, so each host's rows are
-    # the ones the single-host batch would have.
-    shuffle = tf.random.stateless_uniform([n_speakers, table.shape[1]], keys[1])
-    shuffle = shuffle[first:first + local]
-    shuffle = tf.where(rows >= 0, shuffle, 2.0)
-    ranked = tf.gather(rows, tf.argsort(shuffle, axis=1), batch_dims=1)
-    slot = tf.range(m)[None, :]
-    utt = tf.gather(ranked, slot % count[:, None], batch_dims=1)  # [local, M]
-    reuse = tf.cast(slot // count[:, None], tf.float32)  # Which reuse of that utterance.
-    reuses = tf.cast((m + count[:, None] - 1) // count[:, None], tf.float32)
-    utt = tf.reshape(utt, [-1])
-    length = tf.gather(lengths, utt)
-    # Stratified offsets: reuse r of an utterance starts in the r-th of `reuses`
-    # equal stretches of its valid range, so reused windows differ.
-    jitter = tf.random.stateless_uniform([n_speakers, m], keys[2])[first:first + local]
-    fraction = tf.reshape((reuse + jitter) / reuses, [-1])
-    span = tf.maximum(length - crop_frames + 1, 1)
-    offset = tf.minimum(tf.cast(fraction * tf.cast(span, tf.float32), tf.int64), span - 1)
-    index = _crop_indices(tf.gather(starts, utt), length, offset, crop_frames)
-    speaker_rows = tf.repeat(speaker, m)
-    return {
-        "features": tf.gather(frames, index),
-        "speaker": speaker_rows,
-        "gender": tf.gather(genders, speaker_rows),
-    }
-
-  return batch
+  @property
+  def local_speakers(self) -> int:
+    return self.n_speakers // self.process_count
 
 
-def make_dataset(pool: FramePool, n_speakers: int, n_utterances: int, crop_frames: int,
-                 seed: int, start_step: int = 0, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
-  """Endless dataset of this host's batches for steps start_step, start_step + 1, ..."""
-  fn = make_batch_fn(pool, n_speakers, n_utterances, crop_frames, seed, process_index,
-                     process_count)
-  ds = tf.data.Dataset.counter(start_step)
-  ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(tf.data.AUTOTUNE)
+def check_shape(table: TrainingTable, shape: BatchShape) -> None:
+  if shape.n_speakers > table.num_speakers:
+    raise ValueError(f"batches need {shape.n_speakers} speakers, the training split has "
+                     f"{table.num_speakers}")
+  if shape.n_speakers % shape.process_count:
+    raise ValueError(f"n_speakers={shape.n_speakers} is not divisible by "
+                     f"{shape.process_count} processes")
+
+
+def plan_batch(table: TrainingTable, utterance_table: np.ndarray, shape: BatchShape, seed: int,
+               step: int) -> dict:
+  """Which utterances, and where in them, this process's rows of global batch `step` crop.
+
+  Every draw is shaped for the global batch and then sliced, so each host's rows are the
+  ones the single-host batch would have. Returns numpy {"utterance": [R], "offset": [R],
+  "label": [R]} for this process's R = local speakers x M rows.
+  """
+  n, m, crop = shape.n_speakers, shape.n_utterances, shape.crop_frames
+  first = shape.process_index * shape.local_speakers
+  local = slice(first, first + shape.local_speakers)
+  rng = np.random.default_rng([_PLAN_TAG, seed, step])
+  speakers = rng.permutation(table.num_speakers)[:n]  # Global draw, identical on every host.
+  rows = utterance_table[speakers]  # [N, max]
+  count = (rows >= 0).sum(axis=1)
+  # Utterances: a random permutation per speaker, padding sorted last; slot j takes the
+  # (j mod count)-th, so short speakers reuse theirs in turn.
+  shuffle = np.where(rows >= 0, rng.random(rows.shape), 2.0)
+  ranked = np.take_along_axis(rows, np.argsort(shuffle, axis=1, kind="stable"), axis=1)
+  slot = np.arange(m)[None, :]
+  utterance = np.take_along_axis(ranked, slot % count[:, None], axis=1)  # [N, M]
+  reuse = slot // count[:, None]  # Which reuse of that utterance.
+  reuses = (m + count[:, None] - 1) // count[:, None]
+  # Stratified offsets: reuse r of an utterance starts in the r-th of `reuses` equal
+  # stretches of its valid range, so reused windows differ.
+  jitter = rng.random((n, m))
+  length = table.num_frames[utterance]
+  span = np.maximum(length - crop + 1, 1)
+  offset = np.minimum(((reuse + jitter) / reuses * span).astype(np.int64), span - 1)
+  return {"utterance": utterance[local].reshape(-1), "offset": offset[local].reshape(-1),
+          "label": np.repeat(speakers[local], m).astype(np.int32)}
+
+
+def crop(mel: np.ndarray, offset: int, crop_frames: int, factor: float = 1.0,
+         feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig()
+         ) -> np.ndarray:
+  """Frames [offset, offset + crop_frames) of the utterance `mel` played `factor` times
+  faster, wrapping around past its end (utterances shorter than the crop repeat)."""
+  length = features_lib.speed_perturbed_length(len(mel), factor)
+  frames = (offset + np.arange(crop_frames)) % length
+  if factor == 1.0:
+    return np.asarray(mel[frames], np.float32)
+  return features_lib.speed_perturbed_frames(mel, frames, factor, feature_config)
+
+
+class BatchReader:
+  """Builds this process's slice of batch `step`: `reader(step)` -> numpy batch.
+
+  Picklable (grain sends it to worker processes): the data sources are TFDS ArrayRecord
+  data sources, which reopen their files in each process.
+  """
+
+  def __init__(self, table: TrainingTable, sources, shape: BatchShape, seed: int,
+               feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig()):
+    check_shape(table, shape)
+    self.table, self.sources, self.shape, self.seed = table, list(sources), shape, seed
+    self.feature_config = feature_config
+    self.utterance_table = table.speaker_utterances()
+
+  def read(self, utterance: int) -> np.ndarray:
+    record = self.sources[self.table.source[utterance]][int(self.table.record[utterance])]
+    return record["features"]
+
+  def __call__(self, step: int) -> dict:
+    plan = plan_batch(self.table, self.utterance_table, self.shape, self.seed, int(step))
+    t = self.table
+    features = np.stack([
+        crop(self.read(u), int(o), self.shape.crop_frames, float(t.factor[u]), self.feature_config)
+        for u, o in zip(plan["utterance"], plan["offset"])])
+    return {"features": features, "speaker": plan["label"],
+            "gender": t.speaker_gender[plan["label"]].astype(np.int32)}
+
+
+def make_batches(reader: BatchReader, start_step: int = 0, workers: int = 0,
+                 prefetch: int = 4):
+  """Endless iterator of `reader`'s batches for steps start_step, start_step + 1, ...
+
+  On grain: a MapDataset over step numbers (random access: resuming at any step needs no
+  state), mapped on `workers` processes (0: threads of this process) with `prefetch`
+  batches read ahead, so the training step does not wait.
+  """
+  import grain
+  steps = grain.MapDataset.range(start_step, start_step + 2**62).map(reader)
+  dataset = steps.to_iter_dataset(grain.ReadOptions(num_threads=max(1, min(prefetch, 4)),
+                                                    prefetch_buffer_size=prefetch))
+  if workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside app.run
+      flags.FLAGS.mark_as_parsed()   # (tests, notebooks) nobody has parsed them.
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=max(1, prefetch // workers)))
+  return iter(dataset)

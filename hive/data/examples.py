@@ -10,7 +10,6 @@ import dataclasses
 
 import numpy as np
 
-from hive import features as features_lib
 from hive.data import readers
 
 GENDER_CODES = {"m": 0, "f": 1, readers.UNKNOWN_GENDER: -1}
@@ -99,31 +98,3 @@ class Examples:
         features.append(piece)
     return Examples(ids, speakers, np.asarray(genders, np.int32), np.asarray(lengths, np.int32),
                     features)
-
-
-def with_speed_perturbed_speakers(examples: Examples, factors, feature_config) -> Examples:
-  """`examples` plus, per factor, a sped-up/slowed-down copy of every utterance as a new speaker.
-
-  Kaldi-style speaker augmentation: a voice played 10 % faster sounds like a
-  different (higher) voice, so each copy gets its own speaker "<speaker>~sp<factor>"
-  (and utterance "<id>~sp<factor>"); gender is kept. Apply to training speakers
-  only: a dev speaker's copies would be new speakers leaking into nothing useful.
-  """
-  try:
-    factors = list(dict.fromkeys(float(f) for f in factors))  # A repeated factor counts once.
-  except (TypeError, ValueError):
-    raise ValueError(f"data.speed_factors must be numbers, got {factors!r}") from None
-  if any(f <= 0 for f in factors):
-    raise ValueError(f"data.speed_factors must be positive, got {factors}")
-  factors = [f for f in factors if f != 1.0]  # 1.0 is the original itself.
-  ids, speakers = list(examples.utterance_ids), list(examples.speakers)
-  genders, lengths, features = [examples.genders], [examples.num_frames], list(examples.features)
-  for factor in factors:
-    tag = f"~sp{factor:g}"
-    warped = [features_lib.speed_perturb(m, factor, feature_config) for m in examples.features]
-    ids += [u + tag for u in examples.utterance_ids]
-    speakers += [s + tag for s in examples.speakers]
-    genders.append(examples.genders)
-    lengths.append(np.array([len(m) for m in warped], np.int32))
-    features += warped
-  return Examples(ids, speakers, np.concatenate(genders), np.concatenate(lengths), features)

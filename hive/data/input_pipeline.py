@@ -1,9 +1,10 @@
 """The front door of the data: from `config.data` to training batches and dev utterances.
 
 Resolves the corpus roots (the built-in synthetic corpus when none is given), prepares each
-through the TFDS builder (hive/data/builder.py), merges them, splits speakers into train /
-dev, and hands out the N x M batches (hive/data/batches.py) and the dev utterances that the
-evaluator scores (hive/evaluator.py).
+through the TFDS builder (hive/data/builder.py: ArrayRecord records plus an index in the
+dataset's metadata), splits speakers into train / dev, and hands out the N x M batches
+(hive/data/batches.py, read by random access, so memory does not grow with the corpus) and
+the few dev and training utterances the evaluator scores (hive/evaluator.py).
 """
 
 from __future__ import annotations
@@ -20,16 +21,40 @@ from hive.data import batches, builder as builder_lib, examples as examples_lib,
 
 
 @dataclasses.dataclass
-class Inputs:
-  roots: list[str]
-  train: batches.FramePool
-  dev: examples_lib.Examples | None  # Whole utterances of the dev speakers.
-  train_examples: examples_lib.Examples  # The training speakers' real recordings.
-  reports: list[builder_lib.PrepareReport]
+class PreparedCorpus:
+  """One prepared corpus root; its speakers carry `prefix` when several train together."""
+  root: str
+  prefix: str
+  builder: builder_lib.SpeechCorpus
+  index: builder_lib.CorpusIndex
+  report: builder_lib.PrepareReport
 
   @property
-  def dev_speakers(self) -> list[str]:
-    return sorted(set(self.dev.speakers)) if self.dev is not None else []
+  def speakers(self) -> list[str]:
+    return [self.prefix + s for s in self.index.speakers]
+
+  def records_of(self, speakers) -> np.ndarray:
+    """Record indices of the given (prefixed) speakers' utterances."""
+    n = len(self.prefix)
+    return self.index.records_of([s[n:] for s in speakers if s.startswith(self.prefix)])
+
+  def read(self, records) -> examples_lib.Examples:
+    examples = builder_lib.read_examples(self.builder, records)
+    return examples.with_prefix(self.prefix) if self.prefix else examples
+
+
+@dataclasses.dataclass
+class Inputs:
+  corpora: list[PreparedCorpus]
+  table: batches.TrainingTable  # Training utterances (speed-perturbed speakers included).
+  train_speakers: list[str]  # The real training speakers (recordings as they are).
+  dev_speakers: list[str]
+  dev: examples_lib.Examples | None  # The dev utterances the evaluator scores.
+  centring: examples_lib.Examples | None  # Training utterances that centre them.
+
+  @property
+  def roots(self) -> list[str]:
+    return [c.root for c in self.corpora]
 
 
 def corpus_roots(data_config) -> list[str]:
@@ -49,6 +74,11 @@ def feature_config(data_config) -> features_lib.FeatureConfig:
                                     trim_silence=data_config.trim_silence)
 
 
+def storage(data_config) -> builder_lib.Storage:
+  return builder_lib.Storage(store_waveform=bool(data_config.store_waveform),
+                             feature_dtype=data_config.feature_dtype)
+
+
 def corpus_prefix(root) -> str:
   """The prefix of a corpus' speaker and utterance ids when several train together."""
   return pathlib.Path(root).resolve().name + "/"
@@ -60,26 +90,22 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def load_corpus(data_config) -> tuple[examples_lib.Examples, list, list[str]]:
-  """Prepares every root (process 0 first, then the others hit its cache) and merges them.
-
-  With several roots, speakers are prefixed with their corpus folder name so ids
-  from different corpora cannot collide. Returns (examples, reports, roots).
-  """
+def prepare_corpora(data_config) -> list[PreparedCorpus]:
+  """Prepares every root (process 0 first, then the others find its cache)."""
   roots = corpus_roots(data_config) if jax.process_index() == 0 else None
   _sync("hive-corpus-ready")
   roots = roots or corpus_roots(data_config)
-  features = feature_config(data_config)
-  parts, reports = [], []
+  features, stored = feature_config(data_config), storage(data_config)
+  corpora = []
   for root in roots:
     if jax.process_index() == 0:
-      builder_lib.prepare(root, data_config.data_dir, features)
+      builder_lib.prepare(root, data_config.data_dir or None, features, storage=stored)
     _sync(f"hive-prepared-{root}")
-    builder, report = builder_lib.prepare(root, data_config.data_dir, features)
-    reports.append(report)
-    examples = builder_lib.read_examples(builder)
-    parts.append(examples.with_prefix(corpus_prefix(root)) if len(roots) > 1 else examples)
-  return examples_lib.Examples.concatenate(parts), reports, roots
+    builder, report = builder_lib.prepare(root, data_config.data_dir or None, features,
+                                          storage=stored)
+    corpora.append(PreparedCorpus(root, corpus_prefix(root) if len(roots) > 1 else "", builder,
+                                  builder_lib.corpus_index(builder), report))
+  return corpora
 
 
 def split_speakers(speakers, dev_fraction: float, seed: int,
@@ -105,26 +131,90 @@ def split_speakers(speakers, dev_fraction: float, seed: int,
   return train, dev
 
 
-def load_inputs(data_config) -> Inputs:
-  examples, reports, roots = load_corpus(data_config)
-  dev_speakers = list(data_config.dev_speakers) if data_config.get("dev_speakers") else None
-  train_speakers, dev_speakers = split_speakers(
-      examples.speakers, data_config.dev_fraction, data_config.split_seed, dev_speakers)
-  train_examples = examples.select_speakers(train_speakers)
-  augmented = train_examples
-  if data_config.get("speed_factors"):
-    augmented = examples_lib.with_speed_perturbed_speakers(
-        train_examples, data_config.speed_factors, feature_config(data_config))
-  train = batches.FramePool.from_examples(augmented)
-  dev = examples.select_speakers(dev_speakers) if dev_speakers else None
-  logging.info("Data: %d train speakers (%d utterances), %d dev speakers", train.num_speakers,
-               len(train.utterance_ids), len(dev_speakers))
-  return Inputs(roots, train, dev, train_examples, reports)
+def select_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int = 0,
+                      max_utterances: int = 0, seed: int = 0) -> list[tuple[int, int]]:
+  """(corpus, record) of the given speakers' utterances: at most `per_speaker` a speaker
+  (the first by id; 0: all), then at most `max_utterances` in all (drawn with `seed`; 0: all),
+  in corpus and record order."""
+  wanted = set(speakers)
+  chosen = []
+  for c, corpus in enumerate(corpora):
+    records = corpus.records_of(wanted)
+    if per_speaker > 0:
+      record_speaker = corpus.index.record_speaker[records]
+      rank = np.zeros(len(records), np.int64)
+      for s in np.unique(record_speaker):  # Records are in id order within a speaker.
+        rank[record_speaker == s] = np.arange((record_speaker == s).sum())
+      records = records[rank < per_speaker]
+    chosen += [(c, int(r)) for r in records]
+  if max_utterances > 0 and len(chosen) > max_utterances:
+    keep = np.random.default_rng(seed).choice(len(chosen), max_utterances, replace=False)
+    chosen = [chosen[i] for i in sorted(keep)]
+  return chosen
 
 
-def train_batches(inputs: Inputs, data_config, seed: int, start_step: int):
+def read_selected(corpora: list[PreparedCorpus], chosen) -> examples_lib.Examples | None:
+  """The (corpus, record) utterances `chosen`, read into memory."""
+  parts = []
+  for c, corpus in enumerate(corpora):
+    records = [r for k, r in chosen if k == c]
+    if records:
+      parts.append(corpus.read(records))
+  return examples_lib.Examples.concatenate(parts) if parts else None
+
+
+def read_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int = 0,
+                    max_utterances: int = 0, seed: int = 0) -> examples_lib.Examples | None:
+  """`select_utterances`, read into memory (None: nothing selected)."""
+  return read_selected(corpora, select_utterances(corpora, speakers, per_speaker,
+                                                  max_utterances, seed))
+
+
+def training_table(corpora: list[PreparedCorpus], train_speakers,
+                   speed_factors=()) -> batches.TrainingTable:
+  wanted = set(train_speakers)
+  utterances = []
+  for c, corpus in enumerate(corpora):
+    index = corpus.index
+    for r in corpus.records_of(wanted):
+      s = index.record_speaker[r]
+      utterances.append((c, int(r), corpus.prefix + index.speakers[s],
+                         int(index.speaker_gender[s]), int(index.num_frames[r])))
+  return batches.TrainingTable.build(utterances, speed_factors)
+
+
+def load_inputs(config) -> Inputs:
+  """Prepares the corpora of `config.data`, splits speakers and reads the evaluator's few
+  utterances (`config.eval`); the training utterances stay on disk."""
+  data, evaluation = config.data, config.eval
+  corpora = prepare_corpora(data)
+  speakers = [s for c in corpora for s in c.speakers]
+  dev_speakers = list(data.dev_speakers) if data.get("dev_speakers") else None
+  train_speakers, dev_speakers = split_speakers(speakers, data.dev_fraction, data.split_seed,
+                                                dev_speakers)
+  table = training_table(corpora, train_speakers, data.get("speed_factors", ()))
+  scored = dev_speakers
+  if evaluation.max_speakers and len(scored) > evaluation.max_speakers:
+    pick = np.random.default_rng(config.seed).choice(len(scored), evaluation.max_speakers,
+                                                     replace=False)
+    scored = [scored[i] for i in sorted(pick)]
+  dev = read_utterances(corpora, scored, evaluation.utterances_per_speaker) if scored else None
+  centring = None
+  if dev is not None and evaluation.centring_utterances > 0:
+    centring = read_utterances(corpora, train_speakers,
+                               max_utterances=evaluation.centring_utterances, seed=config.seed)
+  logging.info("Data: %d training speakers (%d with speed-perturbed copies, %d utterances), "
+               "%d dev speakers", len(train_speakers), table.num_speakers, len(table.label),
+               len(dev_speakers))
+  return Inputs(corpora, table, train_speakers, dev_speakers, dev, centring)
+
+
+def train_batches(inputs: Inputs, config, start_step: int):
   """Iterator of this process's numpy batches, starting at `start_step`."""
-  ds = batches.make_dataset(inputs.train, data_config.n_speakers, data_config.n_utterances,
-                            data_config.crop_frames, seed, start_step,
-                            jax.process_index(), jax.process_count())
-  return ds.as_numpy_iterator()
+  data = config.data
+  shape = batches.BatchShape(data.n_speakers, data.n_utterances, data.crop_frames,
+                             jax.process_index(), jax.process_count())
+  reader = batches.BatchReader(inputs.table,
+                               [builder_lib.data_source(c.builder) for c in inputs.corpora],
+                               shape, config.seed, feature_config(data))
+  return batches.make_batches(reader, start_step, data.workers)
