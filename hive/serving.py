@@ -307,9 +307,9 @@ def export_stablehlo(config, params, embedding_mean, out, info: dict | None = No
                      platforms: Sequence[str] = PLATFORMS) -> pathlib.Path:
   """Writes OUT/embedder.stablehlo (`jax.export`, symbolic batch and length, parameters
   inside) and OUT/serving.json. `info`: extra metadata (e.g. step, source)."""
+  out = _new_dir(out)  # Refused before any work; an empty one is accepted on a retry.
   fn = jax.jit(embedding_function(config, params, embedding_mean))
   exported = jax.export.export(fn, platforms=tuple(platforms))(*_abstract_inputs())
-  out = _new_dir(out)
   (out / STABLEHLO_FILE).write_bytes(exported.serialize())
   _write_metadata(out, "stablehlo", config, embedding_mean, info)
   return out
@@ -320,6 +320,7 @@ def export_savedmodel(config, params, embedding_mean, out, info: dict | None = N
   """Writes a TensorFlow SavedModel to OUT (jax2tf, native serialisation; signature
   `serving_default`: waveform, num_samples -> embedding, gender_probability) and
   OUT/serving.json."""
+  out = _new_dir(out)
   import tensorflow as tf  # Heavy; only this format needs it.
   from jax.experimental import jax2tf
   apply = serving_apply(config, params["speaker"]["kernel"].shape[-1], embedding_mean)
@@ -348,7 +349,6 @@ def export_savedmodel(config, params, embedding_mean, out, info: dict | None = N
     return {name: value[:rows] for name, value in outputs.items()}
 
   module.serve = serve
-  out = _new_dir(out)
   tf.saved_model.save(module, str(out), signatures={"serving_default": serve})
   _write_metadata(out, "savedmodel", config, embedding_mean, info)
   return out
@@ -365,6 +365,7 @@ def export_onnx(config, params, embedding_mean, out, info: dict | None = None,
   since ORT refuses auto_pad with dilation), which would shorten every TDNN block;
   `_restore_same_pads` puts the pads back, valid because hive's convolutions are
   all SAME with stride 1 along time."""
+  out = _new_dir(out)
   fn = embedding_function(config, params, embedding_mean)
   with _quiet_jax2onnx():
     import jax2onnx  # Imports its plugins: seconds, the first time.
@@ -374,7 +375,6 @@ def export_onnx(config, params, embedding_mean, out, info: dict | None = None,
         model_name="hive_embedder", opset=opset,
         input_names=["waveform", "num_samples"], output_names=[EMBEDDING, GENDER])
   _restore_same_pads(model)
-  out = _new_dir(out)
   (out / ONNX_FILE).write_bytes(model.SerializeToString())
   _write_metadata(out, "onnx", config, embedding_mean, info)
   return out
