@@ -120,13 +120,14 @@ def resize(disk, size: str) -> None:
 
 def fill(disk) -> None:
   """Fills a disk to the last byte."""
-  with open(disk / "filler", "wb") as f:
-    try:
-      while True:
-        f.write(b"\0" * 4096)
-        f.flush()
-    except OSError as e:
-      assert e.errno == errno.ENOSPC
+  fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+  try:
+    while os.write(fd, b"\0" * 4096):
+      pass
+  except OSError as e:
+    assert e.errno == errno.ENOSPC
+  finally:
+    os.close(fd)
 
 
 def files_under(folder) -> list[str]:
