@@ -171,6 +171,7 @@ def main(argv=None) -> int:
   import soundfile as sf
   info = sf.info(args.file)
 
+  programs = round(median(cache_entries))
   env = results.machine()
   lines = [
       "## First embedding", "",
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
       f"commit 28dea04 (loading imported {', '.join(heavy.get('before', [])) or 'nothing heavy'}; "
       f"no compilation cache in the Python API); after: this tree (imports "
       f"{', '.join(heavy['after']) or 'none of TensorFlow, TFDS, optax, clu'}; the cache in "
-      f"`$HIVE_CACHE/jax`, {median(cache_entries):.0f} programs after the cold run).", "",
+      f"`$HIVE_CACHE/jax`: {programs} compiled program{'s' if programs != 1 else ''} after the "
+      f"cold run).", "",
       "| variant | import s | load s | features s | model s | first embedding s | "
       "process wall s | next embed s |",
       "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -25,8 +25,8 @@ status 2, writing nothing.
 
 --plot=DIR draws the embeddings as DIR/map.png (a 2-D t-SNE map, one colour per speaker)
 and DIR/similarity.png (the cosine similarity of every pair of files, grouped by speaker).
-Speakers are the files' parent folder names (the usual layout: a folder per speaker),
-unless --labels=FILE names them: one "PATH LABEL" line per file (the label is the last
+Speakers are the files' parent folder names (the usual layout: a folder per speaker; in
+the LibriSpeech layout the parent is a chapter), unless --labels=FILE names them: one "PATH LABEL" line per file (the label is the last
 word; relative paths are relative to FILE's folder).
 """
 
@@ -305,7 +305,7 @@ def format_summary(arrays, out=None, model: dict | None = None, labels=None,
     different = "none" if p["different"] is None else f"{p['different']:.3f}"
     line = (f"  cosine    same speaker {same} ({p['same_pairs']} pairs), "
             f"different speakers {different} ({p['different_pairs']} pairs)")
-    lines.append(line + ("" if p["eer"] is None else f"; EER {p['eer']:.2%}"))
+    lines.append(line + ("" if p["eer"] is None else f"; EER {100 * p['eer']:.2f} %"))
   if plots:
     lines.append(f"  plots     {', '.join(str(p) for p in plots)}")
   return "\n".join(lines)

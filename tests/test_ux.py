@@ -168,7 +168,7 @@ def test_embed_plot_writes_pngs_and_a_summary_with_speakers(tiny_encoder, two_sp
       f"  model     {tiny_encoder.source} (step {tiny_encoder.step}), 16-d embeddings, centred",
       "  speakers  2 by parent folder: alice 3, bob 3",
       f"  cosine    same speaker {p['same']:.3f} (6 pairs), different speakers "
-      f"{p['different']:.3f} (9 pairs); EER {p['eer']:.2%}",
+      f"{p['different']:.3f} (9 pairs); EER {100 * p['eer']:.2f} %",
       f"  plots     {plots / 'map.png'}, {plots / 'similarity.png'}"]
   check_png(plots / "map.png", (750, 600))
   check_png(plots / "similarity.png", (700, 600))
