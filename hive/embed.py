@@ -26,8 +26,9 @@ status 2, writing nothing.
 --plot=DIR draws the embeddings as DIR/map.png (a 2-D t-SNE map, one colour per speaker)
 and DIR/similarity.png (the cosine similarity of every pair of files, grouped by speaker).
 Speakers are the files' parent folder names (the usual layout: a folder per speaker; in
-the LibriSpeech layout the parent is a chapter), unless --labels=FILE names them: one "PATH LABEL" line per file (the label is the last
-word; relative paths are relative to FILE's folder).
+the LibriSpeech layout the parent is a chapter), unless --labels=FILE names them: one
+"PATH LABEL" line per file (the label is the last word; relative paths are relative to
+FILE's folder).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def define_flags() -> None:
   hive.voiceid (tests, notebooks) cannot clash on flag names."""
   flags.DEFINE_string("workdir", None, "Training workdir (or pretrained/hive-mtl).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-  flags.DEFINE_string("out", None, "Output .npz.")
+  flags.DEFINE_string("out", None, "Output .npz (optional with --plot).")
   flags.DEFINE_string("list", None, "Text file with one audio path per line.")
   flags.DEFINE_integer("chunk_files", 512, "Files decoded and embedded per batch (bounds memory).")
   flags.DEFINE_integer("num_workers", None, "Decoding threads (default: all cores).")
