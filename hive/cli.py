@@ -143,13 +143,19 @@ def is_user_error(e: BaseException, extra: tuple = ()) -> bool:
   return environment_error(e) is not None
 
 
-class _ReportedByHive(logging.Filter):
-  """Drops orbax's own error logs of a write the disk refused: orbax logs it (with a
-  traceback) from each background thread it passes through, then raises it in the main
+# Libraries that write in background threads, log a failed write there and raise it again
+# in the main thread: orbax (checkpoints) and clu (TensorBoard events).
+_RERAISING_WRITERS = ("/orbax/", "/clu/")
+
+
+class ReportedByHive(logging.Filter):
+  """Drops the error logs orbax and clu write (with tracebacks, from each background thread
+  the failure passes through) of a write the disk refused: they raise it again in the main
   thread, where it becomes the command's one `error:` line."""
 
   def filter(self, record):
-    if record.levelno < logging.ERROR or "/orbax/" not in record.pathname:
+    if record.levelno < logging.ERROR or not any(p in record.pathname
+                                                 for p in _RERAISING_WRITERS):
       return True
     exc = record.exc_info[1] if record.exc_info else None
     return not (error_in_text(record.getMessage()) or (exc and environment_error(exc)))
@@ -189,8 +195,8 @@ def run(main: Callable, define_flags: Callable | None = None, errors: tuple = ()
   def guarded(argv):
     logs.quiet_libraries()
     handler = absl_logging.get_absl_handler()
-    if not any(isinstance(f, _ReportedByHive) for f in handler.filters):
-      handler.addFilter(_ReportedByHive())
+    if not any(isinstance(f, ReportedByHive) for f in handler.filters):
+      handler.addFilter(ReportedByHive())
     if not getattr(sys.unraisablehook, "drops_closed_loop_noise", False):
       sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
     try:

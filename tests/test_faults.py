@@ -12,6 +12,7 @@ Commands run as subprocesses where exit status, stderr or kill -9 is what is tes
 """
 
 import errno
+import logging
 import os
 import pathlib
 import re
@@ -364,6 +365,31 @@ def test_refused_checkpoint_write_mocked(two_checkpoints, tmp_path, monkeypatch)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
 
 
+def test_a_killed_runs_unfinished_checkpoint_is_removed_by_the_next_writer(tmp_path):
+  unfinished = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp" / "default"
+  unfinished.mkdir(parents=True)
+  checkpoint.make_manager(tmp_path, create=False).all_steps()  # A reader leaves it alone.
+  assert unfinished.is_dir()
+  manager = checkpoint.make_manager(tmp_path)
+  manager.save(8, args=ocp.args.StandardSave({"a": np.ones(2)}))
+  manager.wait_until_finished()
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["8"]
+
+
+def test_closed_event_loop_noise_is_dropped_and_nothing_else():
+  seen = []
+  hook = cli._drop_closed_loop_noise(seen.append)
+
+  def unraisable(value):
+    return type("Unraisable", (), {"exc_value": value})()
+
+  hook(unraisable(RuntimeError("Event loop is closed")))
+  assert seen == []
+  other = unraisable(RuntimeError("something else"))
+  hook(other)
+  assert seen == [other]
+
+
 def test_export_on_a_full_disk(tiny, tmp_path, small_disk):
   disk = small_disk("64k")
   out = disk / "exported"
@@ -474,6 +500,23 @@ def test_library_worded_disk_errors_are_found(message, path):
   assert line.startswith(f"{path}: No space left on device (/ has ")
   assert cli.environment_error(ValueError("Requested byte range is not valid")) is None
   assert not cli.is_user_error(RuntimeError("a bug"))
+
+
+def test_background_writers_error_logs_give_way_to_the_one_line():
+  """orbax and clu log a refused write from their threads before raising it in the main
+  thread: those logs are dropped (the command's `error:` line says it once); others stay."""
+  full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/w/events.out.tfevents.1")
+
+  def record(path, exc=None, message="Error in producer thread for AsyncWriter"):
+    return logging.LogRecord("absl", logging.ERROR, path, 1, message, None,
+                             (type(exc), exc, None) if exc else None)
+
+  keep = cli.ReportedByHive().filter
+  assert not keep(record("/site-packages/clu/asynclib.py", full))
+  assert not keep(record("/site-packages/orbax/checkpoint/future.py", None,
+                         TENSORSTORE_FULL.format(tmp="/w/checkpoints/7.orbax-checkpoint-tmp")))
+  assert keep(record("/site-packages/clu/asynclib.py", RuntimeError("a bug")))
+  assert keep(record("/site-packages/other/lib.py", full))  # Not known to raise it again.
 
 
 # --- kill -9 ----------------------------------------------------------------------------
