@@ -69,9 +69,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.speaker_margin = 0.2  # AM-softmax margin (cosine head).
   c.loss.speaker_scale = 30.0  # AM-softmax scale (cosine head).
 
+  # Augmentation of the log-mel batches inside the jitted step (hive/augment.py): noise in
+  # the mel domain and SpecAugment-style masks.
   c.augment = ml_collections.ConfigDict(dict(
       enabled=False, noise_probability=0.5, snr_db=(5.0, 30.0),
       freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20))
+  # Augmentation of the waveform crops in the input pipeline, before the log-mel (needs the
+  # prepared records' waveforms: data.store_waveform is then implied).
+  c.augment.wave = wave_augment_config()
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 300
@@ -107,6 +112,90 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def wave_augment_config() -> ml_collections.ConfigDict:
+  """`config.augment.wave`: augmentation of the training waveforms before the log-mel
+  (hive/data/waveform_augment.py), every field explained."""
+  c = ml_collections.ConfigDict()
+  c.enabled = False  # The pipeline augments waveforms only when True.
+  # MUSAN root: adds its noise/, music/ and speech/ folders to noise.dirs, music.dirs and
+  # babble.dirs (each its own kind).
+  c.musan_root = ""
+  # Where the simulated RIR bank is cached; empty: $HIVE_CACHE/rirs or ~/.cache/hive/rirs.
+  c.cache_dir = ""
+  # Decoded source audio kept in memory, per process, all folders together (512 MB: 2.3 h).
+  c.cache_mb = 512
+  # Files up to this long are decoded whole (and cached); longer ones are read a segment at a
+  # time, so long music or speech recordings are never decoded whole for 1.6 s of them.
+  c.whole_file_seconds = 60.0
+
+  # Additive sources. At most one per row: noise, music or babble, chosen with their
+  # probabilities (which must sum to <= 1; the rest of the rows get none). SNR: speech power
+  # (after reverberation) over the added source's power, over the whole crop, drawn uniformly.
+  # Folders are searched recursively for .wav/.flac at any rate and channel count.
+  c.noise = ml_collections.ConfigDict(dict(
+      probability=0.2,
+      snr_db=(0.0, 15.0),
+      dirs=(),  # Empty: generated coloured noise (below) instead.
+      # Generated noise: power ~ 1/f^x for x one of these per row (0 white, 1 pink, 2 brown),
+      # cut at a random offset from a seeded 65 s bank per colour made once per process.
+      colours=(0.0, 1.0, 2.0),
+  ))
+  c.music = ml_collections.ConfigDict(dict(
+      probability=0.15,
+      snr_db=(5.0, 15.0),
+      dirs=(),  # Empty: no music (its share of rows gets no additive source).
+  ))
+  c.babble = ml_collections.ConfigDict(dict(
+      probability=0.15,
+      snr_db=(13.0, 20.0),
+      speakers=(3, 7),  # How many utterances are summed (uniform, inclusive).
+      # Empty: crops of other training speakers, read from the training corpus itself (never
+      # the row's own speaker), each scaled to the same power before summing.
+      dirs=(),
+  ))
+
+  c.reverb = ml_collections.ConfigDict(dict(
+      probability=0.3,
+      dirs=(),  # RIR recordings (WAV/FLAC); empty: the simulated bank below.
+      # RIRs are cut this long after their direct path (the tail beyond is > 30 dB down for
+      # RT60 <= 0.8 s); longer costs FFT time on every batch.
+      max_seconds=0.5,
+      simulated=ml_collections.ConfigDict(dict(
+          count=200,  # RIRs in the bank (generated once, ~0.1 s each, then read from the cache).
+          seed=0,
+          room_m=((3.0, 10.0), (3.0, 10.0), (2.5, 4.0)),  # Shoebox length, width, height ranges.
+          rt60_s=(0.2, 0.8),  # Target reverberation time (Sabine) -> wall absorption.
+          # Image sources up to this reflection order (pyroomacoustics' own choice for long RT60
+          # in small rooms takes seconds per RIR; beyond ~40 only the far tail changes).
+          max_order=40,
+          min_distance_m=0.5,  # Source-microphone distance at least this.
+      )),
+  ))
+
+  c.telephone = ml_collections.ConfigDict(dict(
+      probability=0.1,
+      # One per row, uniformly, of: mulaw, alaw (G.711, nearly free), gsm (GSM 06.10: libsndfile
+      # encodes one row at a time, ~2 ms a row), none.
+      codecs=("mulaw", "alaw"),
+      band_hz=(300.0, 3400.0),  # The G.712 telephone band (4th-order Butterworth at 8 kHz).
+  ))
+  c.bandpass = ml_collections.ConfigDict(dict(
+      probability=0.2,
+      low_hz=(50.0, 400.0),  # High-pass corner, log-uniform.
+      high_hz=(3000.0, 7500.0),  # Low-pass corner, uniform.
+      order=(1, 4),  # Butterworth magnitude order (uniform integer, inclusive).
+      eq_bands=(0, 3),  # Number of Gaussian (in log-frequency) EQ bumps, uniform inclusive.
+      eq_centre_hz=(100.0, 6000.0),  # Each bump's centre, log-uniform.
+      eq_gain_db=6.0,  # Each bump's gain uniform in +-this.
+      eq_width_octaves=(0.5, 2.0),  # Each bump's standard deviation, in octaves.
+  ))
+  c.gain = ml_collections.ConfigDict(dict(
+      probability=0.3,
+      db=(-6.0, 6.0),  # Uniform; the result is not clipped (float32 can exceed 1).
+  ))
+  return c
+
+
 def from_dict(saved: Mapping[str, Any], where: str = "config") -> ml_collections.ConfigDict:
   """A saved config (e.g. a workdir's config.json) read through the schema: every field
   is checked against `base_config()`, missing ones get today's defaults, retired ones are
@@ -132,7 +221,13 @@ def _update(config: ml_collections.ConfigDict, saved: Mapping[str, Any], prefix:
     elif name == "loss.weights":
       config[key] = ml_collections.ConfigDict(dict(value))  # Any subset of the loss terms.
     else:
+      if isinstance(config[key], tuple) and isinstance(value, list):
+        value = _tuples(value)  # JSON has lists only; nested tuples come back as lists.
       try:
         config[key] = value
       except TypeError as e:
         raise ValueError(f"{where}: config field {name!r}: {e}") from None
+
+
+def _tuples(value):
+  return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -233,7 +233,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   summary = {
       "steps": int(parallel.fetch(state.step)),
       **{f"dev_{k}": dev.get(f"dev_{k}") for k in DEV_METRICS},
-      **{k: last.get(k) for k in LOSS_TERMS + ("loss",) if k in last},
+      **{k: last.get(k) for k in LOSS_TERMS + ("loss", "steps_per_second") if k in last},
       "checkpoint": str(workdir_lib.checkpoint_dir(workdir) / str(manager.latest_step())),
       "seconds": round(time.time() - started, 1),
   }

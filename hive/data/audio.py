@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import os
 
-import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".m4a")
 # Extensions libsndfile cannot decode: read through an audioread backend instead.
@@ -127,5 +127,13 @@ def load_wave(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
   if np.max(np.abs(wave)) < SILENCE_PEAK:
     raise BadAudio(path, "all-silent audio (peak below -80 dBFS)")
   if rate != sample_rate:
-    wave = librosa.resample(wave, orig_sr=rate, target_sr=sample_rate)
+    wave = resample(wave, rate, sample_rate)
   return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+  """`librosa.resample(wave, orig_sr=rate, target_sr=target)` (soxr, high quality, the
+  length fixed to ceil(len * target / rate)), without importing librosa (seconds)."""
+  out = soxr.resample(np.asarray(wave, np.float32), rate, target, quality="soxr_hq")
+  size = int(np.ceil(len(wave) * target / rate))
+  return np.pad(out, (0, max(0, size - len(out))))[:size].astype(np.float32)

@@ -58,6 +58,7 @@ import soundfile as sf
 import soxr
 from absl import logging
 
+from hive import config as config_lib
 from hive.data import audio
 
 SAMPLE_RATE = 16000
@@ -77,90 +78,8 @@ _MUSAN_FOLDERS = {"noise": "noise", "music": "music", "babble": "speech"}
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The waveform augmentation block (meant for `config.augment.wave`), every field explained."""
-  c = ml_collections.ConfigDict()
-  c.enabled = False  # The pipeline augments waveforms only when True.
-  # MUSAN root: adds its noise/, music/ and speech/ folders to noise.dirs, music.dirs and
-  # babble.dirs (each its own kind).
-  c.musan_root = ""
-  # Where the simulated RIR bank is cached; empty: $HIVE_CACHE/rirs or ~/.cache/hive/rirs.
-  c.cache_dir = ""
-  # Decoded source audio kept in memory, per process, all folders together (512 MB: 2.3 h).
-  c.cache_mb = 512
-  # Files up to this long are decoded whole (and cached); longer ones are read a segment at a
-  # time, so long music or speech recordings are never decoded whole for 1.6 s of them.
-  c.whole_file_seconds = 60.0
-
-  # Additive sources. At most one per row: noise, music or babble, chosen with their
-  # probabilities (which must sum to <= 1; the rest of the rows get none). SNR: speech power
-  # (after reverberation) over the added source's power, over the whole crop, drawn uniformly.
-  # Folders are searched recursively for .wav/.flac at any rate and channel count.
-  c.noise = ml_collections.ConfigDict(dict(
-      probability=0.2,
-      snr_db=(0.0, 15.0),
-      dirs=(),  # Empty: generated coloured noise (below) instead.
-      # Generated noise: power ~ 1/f^x for x one of these per row (0 white, 1 pink, 2 brown),
-      # cut at a random offset from a seeded 65 s bank per colour made once per process.
-      colours=(0.0, 1.0, 2.0),
-  ))
-  c.music = ml_collections.ConfigDict(dict(
-      probability=0.15,
-      snr_db=(5.0, 15.0),
-      dirs=(),  # Empty: no music (its share of rows gets no additive source).
-  ))
-  c.babble = ml_collections.ConfigDict(dict(
-      probability=0.15,
-      snr_db=(13.0, 20.0),
-      speakers=(3, 7),  # How many utterances are summed (uniform, inclusive).
-      # Folder babble only: utterances read per batch, shared by that batch's babble rows (each
-      # sums its own random choice of them): bounds the reads to `pool` a batch rather than up
-      # to 7 a row. 0: every row reads its own.
-      pool=16,
-      # Empty: other speakers' crops of the same batch (never a row of the row's own speaker),
-      # each scaled to the same power before summing.
-      dirs=(),
-  ))
-
-  c.reverb = ml_collections.ConfigDict(dict(
-      probability=0.3,
-      dirs=(),  # RIR recordings (WAV/FLAC); empty: the simulated bank below.
-      # RIRs are cut this long after their direct path (the tail beyond is > 30 dB down for
-      # RT60 <= 0.8 s); longer costs FFT time on every batch.
-      max_seconds=0.5,
-      simulated=ml_collections.ConfigDict(dict(
-          count=200,  # RIRs in the bank (generated once, ~0.1 s each, then read from the cache).
-          seed=0,
-          room_m=((3.0, 10.0), (3.0, 10.0), (2.5, 4.0)),  # Shoebox length, width, height ranges.
-          rt60_s=(0.2, 0.8),  # Target reverberation time (Sabine) -> wall absorption.
-          # Image sources up to this reflection order (pyroomacoustics' own choice for long RT60
-          # in small rooms takes seconds per RIR; beyond ~40 only the far tail changes).
-          max_order=40,
-          min_distance_m=0.5,  # Source-microphone distance at least this.
-      )),
-  ))
-
-  c.telephone = ml_collections.ConfigDict(dict(
-      probability=0.1,
-      # One per row, uniformly, of: mulaw, alaw (G.711, nearly free), gsm (GSM 06.10: libsndfile
-      # encodes one row at a time, ~2 ms a row), none.
-      codecs=("mulaw", "alaw"),
-      band_hz=(300.0, 3400.0),  # The G.712 telephone band (4th-order Butterworth at 8 kHz).
-  ))
-  c.bandpass = ml_collections.ConfigDict(dict(
-      probability=0.2,
-      low_hz=(50.0, 400.0),  # High-pass corner, log-uniform.
-      high_hz=(3000.0, 7500.0),  # Low-pass corner, uniform.
-      order=(1, 4),  # Butterworth magnitude order (uniform integer, inclusive).
-      eq_bands=(0, 3),  # Number of Gaussian (in log-frequency) EQ bumps, uniform inclusive.
-      eq_centre_hz=(100.0, 6000.0),  # Each bump's centre, log-uniform.
-      eq_gain_db=6.0,  # Each bump's gain uniform in +-this.
-      eq_width_octaves=(0.5, 2.0),  # Each bump's standard deviation, in octaves.
-  ))
-  c.gain = ml_collections.ConfigDict(dict(
-      probability=0.3,
-      db=(-6.0, 6.0),  # Uniform; the result is not clipped (float32 can exceed 1).
-  ))
-  return c
+  """The waveform augmentation block (`config.augment.wave`; its fields: hive/config.py)."""
+  return config_lib.wave_augment_config()
 
 
 def batch_rng(seed: int, step: int, process_index: int = 0) -> np.random.Generator:
@@ -738,7 +657,7 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
   if not c.noise.colours:
     raise ValueError("augment.wave.noise.colours must name at least one spectral exponent")
   _check_range("babble.speakers", c.babble.speakers, 1)
-  for name, value in (("babble.pool", c.babble.pool), ("cache_mb", c.cache_mb),
+  for name, value in (("cache_mb", c.cache_mb),
                       ("whole_file_seconds", c.whole_file_seconds)):
     if value < 0:
       raise ValueError(f"augment.wave.{name} must be >= 0, got {value}")
@@ -838,75 +757,86 @@ class Augmenter:
         lines.append(f"{kind} p={c[kind].probability:g}")
     return lines or ["nothing (every probability is 0)"]
 
-  def __call__(self, waves: np.ndarray, speakers: np.ndarray,
-               rng: np.random.Generator) -> np.ndarray:
-    return augment_batch(waves, speakers, rng, self)
+  def __call__(self, waves: np.ndarray, speakers: np.ndarray, rngs, babble=None) -> np.ndarray:
+    return augment_batch(waves, speakers, rngs, self, babble)
 
-  # The additive sources: [rows] -> [len(rows), S] signals (any level; they are scaled to SNR).
+  # The additive sources: one row -> [S] signal (any level; it is scaled to the SNR).
 
-  def _additive(self, kind: str, clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
-    c, source, count, length = self.config, self.source(kind), len(rows), clean.shape[1]
+  def _additive(self, kind: str, rng: np.random.Generator, row: int, clean: np.ndarray,
+                speakers: np.ndarray, babble) -> np.ndarray:
+    c, source, length = self.config, self.source(kind), clean.shape[1]
     if kind == "noise" and source is None:
-      return noise_bank_segments(rng, count, length, tuple(float(x) for x in c.noise.colours))
+      return noise_bank_segments(rng, 1, length, tuple(float(x) for x in c.noise.colours))[0]
     if kind != "babble":
-      return source.segments(rng, count, length)
+      return source.segments(rng, 1, length)[0]
     low, high = (int(k) for k in c.babble.speakers)
-    sizes = rng.integers(low, high + 1, size=count)
-    if source is None:
-      return batch_babble(clean, speakers, rows, sizes, rng)
-    if c.babble.pool > 0:
-      parts = source.segments(rng, int(c.babble.pool), length)
-      chosen = np.argsort(rng.random((count, len(parts))), axis=1)[:, :high]
+    size = int(rng.integers(low, high + 1))
+    if source is not None:
+      parts = source.segments(rng, size, length)
+    elif babble is not None:
+      parts = babble(rng, speakers[row], size, length)
     else:
-      parts = source.segments(rng, count * high, length)
-      chosen = np.arange(count * high).reshape(count, high)
+      parts = batch_babble(clean, speakers, row, size, rng)
+    if not len(parts):
+      return np.zeros(length, np.float32)
     # Each utterance at the same level (unit power) before summing.
-    scale = 1 / np.sqrt(np.maximum(power(parts), 1e-20))
-    used = np.arange(chosen.shape[1])[None] < sizes[:, None]
-    return sum_rows(parts, chosen, (used * scale[chosen]).astype(np.float32))
+    return (parts / np.sqrt(np.maximum(power(parts), 1e-20))[:, None]).sum(0).astype(np.float32)
 
 
-def batch_babble(clean: np.ndarray, speakers: np.ndarray, rows: np.ndarray, sizes: np.ndarray,
+def batch_babble(clean: np.ndarray, speakers: np.ndarray, row: int, size: int,
                  rng: np.random.Generator) -> np.ndarray:
-  """[len(rows), S]: for each row, the sum of `sizes[i]` crops of distinct other speakers of the
-  batch (one random crop each; fewer when the batch has fewer other speakers), each scaled to
-  unit power. Never a crop of the row's own speaker."""
+  """[<= size, S]: one random crop of each of `size` distinct other speakers of the batch
+  (fewer when the batch has fewer), never the row's own speaker. Depends on which rows share
+  the batch: the input pipeline passes a `babble` source that reads other training speakers'
+  crops instead, so a row's augmentation is the same however the batch is split."""
   speakers = np.asarray(speakers)
-  names, speaker_of = np.unique(speakers, return_inverse=True)
-  count, most = len(rows), int(np.max(sizes, initial=0))
-  if count == 0 or most == 0:
-    return np.zeros((count, clean.shape[1]), np.float32)
-  by_speaker = np.argsort(speaker_of, kind="stable")
-  starts = np.searchsorted(speaker_of[by_speaker], np.arange(len(names)))
-  crops_of = np.bincount(speaker_of, minlength=len(names))
-  # Random order of speakers per row, the row's own speaker last (key 2 > any random key).
-  keys = rng.random((count, len(names)))
-  keys[np.arange(count), speaker_of[rows]] = 2.0
-  most = min(most, len(names))
-  chosen = np.argsort(keys, axis=1)[:, :most]
-  picks = rng.random((count, most))
-  sources = by_speaker[starts[chosen] + (picks * crops_of[chosen]).astype(np.int64)]
-  used = (np.arange(most)[None] < np.minimum(sizes, len(names) - 1)[:, None])
-  weights = (used / np.sqrt(np.maximum(power(clean), 1e-20))[sources]).astype(np.float32)
-  return sum_rows(clean, sources, weights)
+  others = np.unique(speakers[speakers != speakers[row]])
+  chosen = others[np.argsort(rng.random(len(others)))[:size]]
+  rows = [int(rng.choice(np.flatnonzero(speakers == s))) for s in chosen]
+  return clean[rows]
 
 
-def sum_rows(waves: np.ndarray, which: np.ndarray, weights: np.ndarray) -> np.ndarray:
-  """out[i] = sum_k weights[i, k] * waves[which[i, k]]: [len(which), S]. Row by row: cheaper
-  than a [rows, batch] x [batch, S] product that would be mostly zeros, and than gathering
-  [rows, k, S] at once."""
-  out = np.empty((len(which), waves.shape[1]), np.float32)
-  for row in range(len(which)):
-    out[row] = weights[row] @ waves[which[row]]
-  return out
+def row_rngs(seed: int, step: int, rows) -> list[np.random.Generator]:
+  """One generator per row of batch `step`: rows are numbered in the global batch, so a row's
+  augmentation is the same whichever process builds it."""
+  return [np.random.default_rng(np.random.SeedSequence([_BATCH_TAG, int(seed), int(step),
+                                                        int(row)])) for row in rows]
 
 
-def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Generator,
-                  augmenter: Augmenter) -> np.ndarray:
+def _draw_row(rng: np.random.Generator, c: ml_collections.ConfigDict) -> dict:
+  """A row's random parameters, every one drawn in a fixed order whatever the config."""
+  bp = c.bandpass
+  most_bands = max(int(bp.eq_bands[1]), 1)
+  p = {"reverb_on": rng.random() < c.reverb.probability, "rir_pick": rng.random(),
+       "additive_pick": rng.random(),
+       "snr_db": {kind: rng.uniform(*c[kind].snr_db) for kind in ADDITIVE_KINDS},
+       "telephone_on": rng.random() < c.telephone.probability,
+       "codec": int(rng.integers(len(c.telephone.codecs))),
+       "bandpass_on": rng.random() < bp.probability,
+       "low_hz": float(np.exp(rng.uniform(np.log(bp.low_hz[0]), np.log(bp.low_hz[1])))),
+       "high_hz": rng.uniform(*bp.high_hz),
+       "order": int(rng.integers(bp.order[0], bp.order[1] + 1)),
+       "bands": int(rng.integers(bp.eq_bands[0], bp.eq_bands[1] + 1)),
+       "eq_centre": np.exp(rng.uniform(*np.log(bp.eq_centre_hz), size=most_bands)),
+       "eq_gain": rng.uniform(-bp.eq_gain_db, bp.eq_gain_db, size=most_bands),
+       "eq_width": rng.uniform(*bp.eq_width_octaves, size=most_bands),
+       "gain_on": rng.random() < c.gain.probability, "gain_db": rng.uniform(*c.gain.db),
+       "source": np.random.default_rng(rng.integers(2 ** 63))}  # For the additive source.
+  p["eq_gain"] = p["eq_gain"] * (np.arange(most_bands) < p["bands"])
+  return p
+
+
+def augment_batch(waves: np.ndarray, speakers: np.ndarray, rngs, augmenter: Augmenter,
+                  babble=None) -> np.ndarray:
   """The augmentation of one batch: float32 [B, S] crops at 16 kHz (full scale 1.0) and their
-  speaker ids [B] -> float32 [B, S], a pure function of (waves, speakers, rng state) for a given
-  augmenter. Rows not picked by any kind come back unchanged."""
+  speaker ids [B] -> float32 [B, S]. Rows not picked by any kind come back unchanged.
+
+  `rngs`: one generator per row (`row_rngs`), so each row's augmentation is a pure function of
+  its crop and its generator, whatever the other rows (a batch split between processes is
+  augmented as a whole one); a single generator is split into one per row. `babble(rng,
+  speaker, count, length)`: crops of `count` other speakers for babble without folders; None:
+  other speakers' crops of the same batch.
+  """
   waves = np.asarray(waves)
   if waves.ndim != 2 or not np.issubdtype(waves.dtype, np.floating):
     raise ValueError(f"augment_batch: waves must be float [batch, samples], got {waves.dtype} "
@@ -915,64 +845,49 @@ def augment_batch(waves: np.ndarray, speakers: np.ndarray, rng: np.random.Genera
   if speakers.shape != waves.shape[:1]:
     raise ValueError(f"augment_batch: {speakers.shape} speakers for {waves.shape[0]} rows")
   c, b = augmenter.config, waves.shape[0]
+  if isinstance(rngs, np.random.Generator):
+    rngs = rngs.spawn(b)
+  if len(rngs) != b:
+    raise ValueError(f"augment_batch: {len(rngs)} generators for {b} rows")
   clean = np.ascontiguousarray(waves, np.float32)
   out = clean.copy()
   if b == 0:
     return out
+  drawn = [_draw_row(rng, c) for rng in rngs]
+  get = lambda key: np.array([d[key] for d in drawn])
 
-  # Every draw from `rng` has a fixed shape; sources draw from their own child generators.
-  reverb_on = rng.random(b) < c.reverb.probability
-  rir_pick = rng.random(b)
-  additive_pick = rng.random(b)
-  snr_db = {kind: rng.uniform(*c[kind].snr_db, size=b) for kind in ADDITIVE_KINDS}
-  telephone_on = rng.random(b) < c.telephone.probability
-  codec_pick = rng.integers(len(c.telephone.codecs), size=b)
-  bandpass_on = rng.random(b) < c.bandpass.probability
-  bp = c.bandpass
-  low_hz = np.exp(rng.uniform(np.log(bp.low_hz[0]), np.log(bp.low_hz[1]), size=b))
-  high_hz = rng.uniform(*bp.high_hz, size=b)
-  order = rng.integers(bp.order[0], bp.order[1] + 1, size=b)
-  bands = rng.integers(bp.eq_bands[0], bp.eq_bands[1] + 1, size=b)
-  most_bands = max(int(bp.eq_bands[1]), 1)
-  eq_centre = np.exp(rng.uniform(*np.log(bp.eq_centre_hz), size=(b, most_bands)))
-  eq_gain = rng.uniform(-bp.eq_gain_db, bp.eq_gain_db, size=(b, most_bands))
-  eq_gain *= np.arange(most_bands)[None] < bands[:, None]
-  eq_width = rng.uniform(*bp.eq_width_octaves, size=(b, most_bands))
-  gain_on = rng.random(b) < c.gain.probability
-  gain_db = rng.uniform(*c.gain.db, size=b)
-  children = [np.random.default_rng(s) for s in rng.integers(2 ** 63, size=len(ADDITIVE_KINDS))]
-
-  rows = np.flatnonzero(reverb_on)
+  rows = np.flatnonzero(get("reverb_on"))
   if rows.size:
     bank = augmenter.rir_bank
-    out[rows] = bank.reverberate(out[rows], (rir_pick[rows] * len(bank)).astype(np.int64))
+    out[rows] = bank.reverberate(out[rows], (get("rir_pick")[rows] * len(bank)).astype(np.int64))
 
   # Additive kind per row: noise, music, babble by cumulative probability, else none. Music
   # without folders leaves its share of rows clean rather than shifting the others' shares.
   edges = np.cumsum([c[kind].probability for kind in ADDITIVE_KINDS])
-  chosen = np.searchsorted(edges, additive_pick, side="right")
+  chosen = np.searchsorted(edges, get("additive_pick"), side="right")
   speech_power = power(out)  # After reverb; one additive kind a row, so computed once.
-  for k, (kind, child) in enumerate(zip(ADDITIVE_KINDS, children)):
+  for k, kind in enumerate(ADDITIVE_KINDS):
     rows = np.flatnonzero(chosen == k)
     if rows.size and (kind != "music" or augmenter.source(kind) is not None):
-      added = augmenter._additive(kind, clean, speakers, rows, child)
-      gains = snr_gains(speech_power[rows], power(added), snr_db[kind][rows])
-      added *= gains[:, None].astype(np.float32)
-      out[rows] += added
+      added = np.stack([augmenter._additive(kind, drawn[r]["source"], r, clean, speakers, babble)
+                        for r in rows])
+      snr = np.array([drawn[r]["snr_db"][kind] for r in rows])
+      gains = snr_gains(speech_power[rows], power(added), snr)
+      out[rows] += added * gains[:, None].astype(np.float32)
 
-  rows = np.flatnonzero(telephone_on)
+  rows = np.flatnonzero(get("telephone_on"))
   if rows.size:
-    codecs = [c.telephone.codecs[i] for i in codec_pick[rows]]
+    codecs = [c.telephone.codecs[i] for i in get("codec")[rows]]
     out[rows] = telephone(out[rows], codecs, tuple(c.telephone.band_hz))
 
-  rows = np.flatnonzero(bandpass_on)
+  rows = np.flatnonzero(get("bandpass_on"))
   if rows.size:
     out[rows] = filter_rows(out[rows], lambda freqs: band_eq_response(
-        freqs, low_hz[rows], high_hz[rows], order[rows], eq_centre[rows], eq_gain[rows],
-        eq_width[rows]))
+        freqs, get("low_hz")[rows], get("high_hz")[rows], get("order")[rows],
+        get("eq_centre")[rows], get("eq_gain")[rows], get("eq_width")[rows]))
 
-  rows = np.flatnonzero(gain_on)
-  out[rows] *= (10 ** (gain_db[rows] / 20)).astype(np.float32)[:, None]
+  rows = np.flatnonzero(get("gain_on"))
+  out[rows] *= (10 ** (get("gain_db")[rows] / 20)).astype(np.float32)[:, None]
   return out
 
 
