@@ -161,17 +161,23 @@ class ReportedByHive(logging.Filter):
     return not (error_in_text(record.getMessage()) or (exc and environment_error(exc)))
 
 
-def _drop_closed_loop_noise(hook: Callable) -> Callable:
-  """An unraisable-exception hook that drops tensorstore's "Event loop is closed": when one
-  write of an orbax save fails, orbax closes the event loop while tensorstore still has
-  writes in flight, and each reports it cannot call back into the closed loop. The failure
-  itself is raised in the main thread and reported once."""
+def _drop_background_noise(hook: Callable) -> Callable:
+  """An unraisable-exception hook without the echoes of a failure orbax raises in the main
+  thread (which the command then reports once):
+    * tensorstore's "Event loop is closed": when one write of a save fails, orbax closes the
+      event loop while other writes are in flight, and each says it cannot call back;
+    * orbax's coroutines that failed alongside the one raised (every array of a damaged
+      checkpoint it was reading), reported again as "Exception ignored in: <coroutine>".
+  Anything else goes to `hook`."""
   def hook_without_noise(unraisable):
-    value = unraisable.exc_value
+    value, source = unraisable.exc_value, getattr(unraisable, "object", None)
     if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
       return
+    code = getattr(source, "cr_code", None)
+    if code is not None and "/orbax/" in code.co_filename:
+      return
     hook(unraisable)
-  hook_without_noise.drops_closed_loop_noise = True
+  hook_without_noise.drops_background_noise = True
   return hook_without_noise
 
 
@@ -197,8 +203,8 @@ def run(main: Callable, define_flags: Callable | None = None, errors: tuple = ()
     handler = absl_logging.get_absl_handler()
     if not any(isinstance(f, ReportedByHive) for f in handler.filters):
       handler.addFilter(ReportedByHive())
-    if not getattr(sys.unraisablehook, "drops_closed_loop_noise", False):
-      sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
+    if not getattr(sys.unraisablehook, "drops_background_noise", False):
+      sys.unraisablehook = _drop_background_noise(sys.unraisablehook)
     try:
       return main(argv)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is the user's to fix.

@@ -286,6 +286,22 @@ def test_loading_a_model_skips_a_damaged_checkpoint_loudly(two_checkpoints, tmp_
     assert encoder.step == 2 and f"{workdir}/checkpoints/4 is damaged" in caplog.text
 
 
+def test_evaluate_with_a_damaged_checkpoint(tiny, two_checkpoints, tmp_path):
+  """hive.evaluate either scores step 2, warning about step 4, or stops with one line."""
+  workdir = damaged_copy(two_checkpoints, tmp_path, 4, every_file=True)
+  done = command("hive.evaluate", f"--workdir={workdir}", f"--data={tiny['corpus']}",
+                 f"--data_dir={tiny['data_dir']}")
+  if done.returncode == 2:
+    line = one_error(done.stderr)
+    assert line.startswith(f"{workdir}/checkpoints/4 is damaged (OUT_OF_RANGE"), line
+    assert line.endswith("the newest intact checkpoint is step 2: load that one (--step=2), or "
+                         "put back an intact copy")
+  else:
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"{workdir}/checkpoints/4 is damaged" in done.stderr
+    assert '"checkpoint_step": 2' in done.stdout
+
+
 @unawaited_read
 def test_a_model_with_no_intact_checkpoint_is_one_line(two_checkpoints, tmp_path):
   workdir = damaged_copy(two_checkpoints, tmp_path, 2, 4, every_file=True)
@@ -376,18 +392,28 @@ def test_a_killed_runs_unfinished_checkpoint_is_removed_by_the_next_writer(tmp_p
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["8"]
 
 
-def test_closed_event_loop_noise_is_dropped_and_nothing_else():
+def test_echoes_of_a_reported_failure_are_dropped_and_nothing_else():
   seen = []
-  hook = cli._drop_closed_loop_noise(seen.append)
+  hook = cli._drop_background_noise(seen.append)
 
-  def unraisable(value):
-    return type("Unraisable", (), {"exc_value": value})()
+  def unraisable(value, source=None):
+    return type("Unraisable", (), {"exc_value": value, "object": source})()
 
+  async def orbax_read():  # A coroutine of orbax's, as far as the hook can tell.
+    pass
+
+  orbax_read.__code__ = orbax_read.__code__.replace(
+      co_filename="/site-packages/orbax/checkpoint/_src/serialization/serialization.py")
+  coroutine = orbax_read()
   hook(unraisable(RuntimeError("Event loop is closed")))
+  hook(unraisable(Exception("Encountered error while reading array index"), coroutine))
   assert seen == []
-  other = unraisable(RuntimeError("something else"))
-  hook(other)
-  assert seen == [other]
+  coroutine.close()
+  others = [unraisable(RuntimeError("something else")),
+            unraisable(Exception("Encountered error"), (lambda: None))]
+  for other in others:
+    hook(other)
+  assert seen == others
 
 
 def test_export_on_a_full_disk(tiny, tmp_path, small_disk):
