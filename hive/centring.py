@@ -24,7 +24,7 @@ def fit_workdir(workdir, step: int | None = None, chunk: int = 1000
   `train.centring_utterances` of them, drawn with the seed), for checkpoint `step`
   (default: the latest). Returns (mean, step, number of utterances)."""
   config = workdir_lib.load_config(workdir)
-  corpora = input_pipeline.prepare_corpora(config.data)
+  corpora = input_pipeline.prepare_corpora(config)
   trained = set(workdir_lib.load_speakers(workdir)["train"])
   speakers = sorted({s for c in corpora for s in c.speakers} & trained)
   if not speakers:

@@ -109,6 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Training utterances whose mean embedding centres the dev embeddings, as the training mean
   # that hive.main fits at the end does for every command (0: no centring).
   c.eval.centring_utterances = 500
+  # Also score a corrupted copy of the dev utterances, as `hive.evaluate --degrade` does
+  # (e.g. "telephone", "noise:5", "reverb", "telephone+noise:10"; logged as
+  # dev_degraded_eer, ...); empty: none. The records then store waveforms.
+  c.eval.degrade = ""
   return c
 
 

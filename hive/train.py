@@ -113,11 +113,12 @@ def make_train_step(config, mesh):
 DEV_METRICS = ("eer", "min_dcf", "identification_accuracy", "gender_accuracy")
 
 
-def evaluate_dev(evaluator: evaluator_lib.VerificationEvaluator, state: TrainState) -> dict:
-  """The evaluator's numbers for the state's model, as `dev_<name>` scalars. Every process
-  scores the same dev set with the same (replicated) parameters, on its own host."""
+def evaluate_dev(evaluator: evaluator_lib.VerificationEvaluator, state: TrainState,
+                 prefix: str = "dev") -> dict:
+  """The evaluator's numbers for the state's model, as `<prefix>_<name>` scalars. Every
+  process scores the same dev set with the same (replicated) parameters, on its own host."""
   report = evaluator.run(parallel.fetch(state.params["model"]))
-  return {f"dev_{k}": float(report[k]) for k in DEV_METRICS if report.get(k) is not None}
+  return {f"{prefix}_{k}": float(report[k]) for k in DEV_METRICS if report.get(k) is not None}
 
 
 def _init_state(config, num_speakers, mesh) -> TrainState:
@@ -181,10 +182,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   step_fn = make_train_step(config, mesh)
-  evaluator = None
+  evaluators = {}  # Logged as dev_<metric> and dev_degraded_<metric>.
   if inputs.dev is not None:
-    evaluator = evaluator_lib.training_evaluator(
-        Embedder(config, inputs.table.num_speakers), inputs.dev, inputs.centring, config.eval)
+    embedder = Embedder(config, inputs.table.num_speakers)
+    for name, dev_set in (("dev", inputs.dev), ("dev_degraded", inputs.dev_degraded)):
+      if dev_set is not None:
+        evaluators[name] = evaluator_lib.training_evaluator(embedder, dev_set, inputs.centring,
+                                                            config.eval)
+    evaluators = {k: v for k, v in evaluators.items() if v is not None}
   batches = input_pipeline.train_batches(inputs, config, start_step)
   rows = data.n_speakers * data.n_utterances
 
@@ -214,13 +219,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "ge2e", "speaker_id_accuracy")
                          if k in last})
         window_start, window_steps = time.time(), 0
-      if evaluator is not None and (done % config.train.eval_every == 0 or done == steps):
-        dev = evaluate_dev(evaluator, state)
+      if evaluators and (done % config.train.eval_every == 0 or done == steps):
+        dev = {k: v for name, e in evaluators.items() for k, v in evaluate_dev(e, state, name).items()}
         writer.write_scalars(done, dev)
         if is_main:
-          tqdm.write(f"step {done}: dev EER {dev['dev_eer']:.2%}, minDCF {dev['dev_min_dcf']:.3f}, "
-                     f"one-shot ID {dev['dev_identification_accuracy']:.1%}, "
-                     f"loss {last['loss']:.4f}")
+          tqdm.write(f"step {done}: " + ", ".join(
+              f"{name} EER {dev[name + '_eer']:.2%} (one-shot ID "
+              f"{dev[name + '_identification_accuracy']:.1%})" for name in evaluators)
+              + f", loss {last['loss']:.4f}")
       if done % config.train.checkpoint_every == 0 or done == steps:
         checkpoint.save(manager, state)
   finally:
@@ -233,6 +239,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   summary = {
       "steps": int(parallel.fetch(state.step)),
       **{f"dev_{k}": dev.get(f"dev_{k}") for k in DEV_METRICS},
+      **{k: v for k, v in dev.items() if k.startswith("dev_degraded_")},
       **{k: last.get(k) for k in LOSS_TERMS + ("loss", "steps_per_second") if k in last},
       "checkpoint": str(workdir_lib.checkpoint_dir(workdir) / str(manager.latest_step())),
       "seconds": round(time.time() - started, 1),

@@ -268,3 +268,80 @@ def test_speed_factors_bad_or_repeated():
     with pytest.raises(ValueError, match=f"data.speed_factors {message}"):
       batches.TrainingTable.build([(0, 0, "a", 0, 50)], bad)
   assert batches.TrainingTable.build([(0, 0, "a", 0, 50)], (1.1, 1.1)).speakers == ["a", "a~sp1.1"]
+
+
+# --- Waveform crops and their augmentation --------------------------------------------
+
+
+def wave_pool(tmp_path_factory=None):
+  """A pool whose records also hold waveforms (1.2-3 s of noise-like 'speech' each)."""
+  rng = np.random.default_rng(1)
+  speakers = {f"s{i}": (i % 2, [int(rng.integers(120, 300)) for _ in range(3)]) for i in range(8)}
+  pool = Pool(speakers)
+  for record in pool.records:
+    samples = len(record["features"]) * 160
+    record["waveform"] = (rng.standard_normal(samples) * 3000).astype(np.int16)
+  return pool
+
+
+def augmenter(tmp_path):
+  from hive import config as config_lib
+  from hive.data import waveform_augment
+  c = config_lib.wave_augment_config()
+  c.enabled, c.cache_dir = True, str(tmp_path)
+  c.reverb.simulated.count = 4  # A small bank: built in a second.
+  c.babble.probability, c.noise.probability = 0.5, 0.3
+  return waveform_augment.Augmenter(c)
+
+
+def test_augmented_rows_do_not_depend_on_how_the_batch_is_split(tmp_path):
+  pool, aug = wave_pool(), augmenter(tmp_path)
+
+  def reader(index, count):
+    shape = batches.BatchShape(4, 3, 40, index, count)
+    return batches.BatchReader(pool.table, [pool.records], shape, 5, augmenter=aug)
+
+  for step in (0, 3):
+    whole = reader(0, 1)(step)
+    parts = [reader(i, 2)(step) for i in range(2)]
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    assert whole["features"].shape == (12, 40, 40) and np.all(np.isfinite(whole["features"]))
+  # Resuming needs nothing but the step: a fresh reader gives the same batch.
+  np.testing.assert_array_equal(reader(0, 1)(3)["features"], whole["features"])
+  assert not np.array_equal(reader(0, 1)(4)["features"], whole["features"])
+
+
+def test_babble_reads_other_voices_only():
+  """Babble crops come from other speakers' utterances, never from the row's own voice nor its
+  speed-perturbed copies."""
+  pool = wave_pool()
+  table = batches.TrainingTable.build(
+      [(0, i, s, 0, 100) for i, s in enumerate(pool.record_speaker)], (0.9,))
+  reader = batches.BatchReader(table, [pool.records], batches.BatchShape(4, 2, 40), 0)
+  read = []
+  wave = reader._wave
+  reader._wave = lambda u, offset, samples: read.append(u) or wave(u, offset, samples)
+  label = table.speakers.index("s3~sp0.9")
+  for seed in range(20):
+    crops = reader.babble(np.random.default_rng(seed), label, 5, 800)
+    assert crops.shape == (5, 800) and np.all(np.abs(crops).max(axis=1) > 0)
+  voices = {table.speakers[table.label[u]].split("~")[0] for u in read}
+  assert len(read) == 100 and "s3" not in voices and len(voices) == 7
+
+
+def test_wave_crops_give_the_stored_log_mel_frames():
+  """A crop of the waveform, turned into log-mels, is the stored log-mel's crop (away from
+  the crop's edges, where the FFT window sees past it)."""
+  rng = np.random.default_rng(2)
+  wave = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+  mel = features.log_mel(wave)
+  piece = batches.crop_wave(wave, 30 * 160, 50 * 160)
+  cropped = features.log_mel_batch(piece[None])[0, :50]
+  np.testing.assert_allclose(cropped[2:-2], mel[32:78], atol=1e-4)
+  # Sped up: the crop of the resampled whole wave (to a fraction of a sample: compared as
+  # log-mels, which a sub-sample shift leaves alone), away from the edges.
+  from hive.data import waveform_augment
+  sped = features.log_mel(waveform_augment.change_speed(wave, 1.1))
+  piece = features.log_mel_batch(batches.crop_wave(wave, 40 * 160, 40 * 160, 1.1)[None])[0]
+  np.testing.assert_allclose(piece[2:38], sped[42:78], atol=0.05)

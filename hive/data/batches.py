@@ -17,7 +17,12 @@ Rules worth knowing:
     to be invented.
   * Rows are speaker-major: `features.reshape(N, M, T, F)` recovers the grid.
   * Speed-perturbed speakers (`data.speed_factors`) are training speakers played faster
-    or slower, made on the fly from the original records (hive/features.py).
+    or slower, made on the fly from the original records: by warping the log-mel
+    (hive/features.py), or, with waveform augmentation, by resampling the waveform.
+  * With waveform augmentation (`augment.wave`), rows are cropped from the stored 16 kHz
+    waveforms, augmented (hive/data/waveform_augment.py; each row with its own generator,
+    seeded by (seed, step, global row), so a row is the same however the batch is split),
+    then turned into log-mels in one batched FFT.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class TrainingTable:
   factor: np.ndarray  # float32 [U]: speed factor (1: the recording as it is).
   speakers: list[str]  # Sorted label names; the speaker-ID head's classes.
   speaker_gender: np.ndarray  # int32 [S]: 0 m, 1 f, -1 unknown.
+  speaker_voice: np.ndarray  # int32 [S]: the real speaker behind each label (speed copies share).
 
   @property
   def num_speakers(self) -> int:
@@ -64,10 +70,13 @@ class TrainingTable:
     gender = np.full(len(speakers), -1, np.int32)
     for r in rows:
       gender[index[r[2]]] = r[3]
+    voices = sorted({u[2] for u in utterances})
+    voice = np.array([voices.index(s.rsplit("~sp", 1)[0]) if s not in voices else voices.index(s)
+                      for s in speakers], np.int32)
     return cls(np.array([r[0] for r in rows], np.int32), np.array([r[1] for r in rows], np.int64),
                np.array([r[4] for r in rows], np.int32),
                np.array([index[r[2]] for r in rows], np.int32),
-               np.array([r[5] for r in rows], np.float32), speakers, gender)
+               np.array([r[5] for r in rows], np.float32), speakers, gender, voice)
 
   def speaker_utterances(self) -> np.ndarray:
     """int32 [S, max utterances per speaker], padded with -1."""
@@ -141,8 +150,9 @@ def plan_batch(table: TrainingTable, utterance_table: np.ndarray, shape: BatchSh
   length = table.num_frames[utterance]
   span = np.maximum(length - crop + 1, 1)
   offset = np.minimum(((reuse + jitter) / reuses * span).astype(np.int64), span - 1)
+  rows = np.arange(first * m, (first + shape.local_speakers) * m)  # In the global batch.
   return {"utterance": utterance[local].reshape(-1), "offset": offset[local].reshape(-1),
-          "label": np.repeat(speakers[local], m).astype(np.int32)}
+          "label": np.repeat(speakers[local], m).astype(np.int32), "row": rows}
 
 
 def crop(mel: np.ndarray, offset: int, crop_frames: int, factor: float = 1.0,
@@ -157,32 +167,87 @@ def crop(mel: np.ndarray, offset: int, crop_frames: int, factor: float = 1.0,
   return features_lib.speed_perturbed_frames(mel, frames, factor, feature_config)
 
 
+def crop_wave(wave: np.ndarray, start: int, samples: int, factor: float = 1.0) -> np.ndarray:
+  """float32 [samples] of the utterance `wave` played `factor` times faster (resampled, as
+  Kaldi's speed perturbation), from sample `start` of the sped-up audio, wrapping around past
+  its end."""
+  wave = np.asarray(wave)
+  scale = 1 / 32768 if wave.dtype == np.int16 else 1.0
+  if factor == 1.0:
+    return (wave[(start + np.arange(samples)) % len(wave)] * scale).astype(np.float32)
+  from hive.data import waveform_augment  # Resampling (soxr); the log-mel path never needs it.
+  margin = 64  # Resampling filter edge effects stay outside the crop.
+  need = int(np.ceil(samples * factor)) + 2 * margin
+  source = (int(start * factor) - margin + np.arange(need)) % len(wave)
+  sped = waveform_augment.change_speed((wave[source] * scale).astype(np.float32), factor)
+  first = int(round(margin / factor))
+  return np.resize(sped[first:first + samples], samples).astype(np.float32)
+
+
 class BatchReader:
   """Builds this process's slice of batch `step`: `reader(step)` -> numpy batch.
 
   Picklable (grain sends it to worker processes): the data sources are TFDS ArrayRecord
-  data sources, which reopen their files in each process.
+  data sources, which reopen their files in each process. With an `augmenter`
+  (hive/data/waveform_augment.Augmenter) rows come from the stored waveforms, augmented.
   """
 
   def __init__(self, table: TrainingTable, sources, shape: BatchShape, seed: int,
-               feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig()):
+               feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig(),
+               augmenter=None):
     check_shape(table, shape)
     self.table, self.sources, self.shape, self.seed = table, list(sources), shape, seed
     self.feature_config = feature_config
+    self.augmenter = augmenter
     self.utterance_table = table.speaker_utterances()
 
+  def record(self, utterance: int) -> dict:
+    return self.sources[self.table.source[utterance]][int(self.table.record[utterance])]
+
   def read(self, utterance: int) -> np.ndarray:
-    record = self.sources[self.table.source[utterance]][int(self.table.record[utterance])]
-    return record["features"]
+    return self.record(utterance)["features"]
 
   def __call__(self, step: int) -> dict:
     plan = plan_batch(self.table, self.utterance_table, self.shape, self.seed, int(step))
     t = self.table
-    features = np.stack([
-        crop(self.read(u), int(o), self.shape.crop_frames, float(t.factor[u]), self.feature_config)
-        for u, o in zip(plan["utterance"], plan["offset"])])
+    if self.augmenter is None:
+      features = np.stack([
+          crop(self.read(u), int(o), self.shape.crop_frames, float(t.factor[u]),
+               self.feature_config) for u, o in zip(plan["utterance"], plan["offset"])])
+    else:
+      features = self._augmented(plan, int(step))
     return {"features": features, "speaker": plan["label"],
             "gender": t.speaker_gender[plan["label"]].astype(np.int32)}
+
+  def _wave(self, utterance: int, offset_frames: int, samples: int) -> np.ndarray:
+    wave = self.record(utterance).get("waveform")
+    if wave is None:
+      raise ValueError("waveform augmentation needs the prepared records' waveforms "
+                       "(data.store_waveform)")
+    hop = self.feature_config.hop_length
+    return crop_wave(wave, offset_frames * hop, samples, float(self.table.factor[utterance]))
+
+  def babble(self, rng: np.random.Generator, label: int, count: int, samples: int) -> np.ndarray:
+    """Crops of `count` distinct other voices from the training utterances (babble)."""
+    t = self.table
+    others = np.flatnonzero(t.speaker_voice != t.speaker_voice[label])
+    chosen = others[np.argsort(rng.random(len(others)))[:count]] if len(others) else others
+    crops = []
+    for other in chosen:
+      utterances = self.utterance_table[other][self.utterance_table[other] >= 0]
+      u = int(utterances[rng.integers(len(utterances))])
+      offset = int(rng.integers(max(1, t.num_frames[u])))
+      crops.append(self._wave(u, offset, samples))
+    return np.stack(crops) if crops else np.zeros((0, samples), np.float32)
+
+  def _augmented(self, plan: dict, step: int) -> np.ndarray:
+    from hive.data import waveform_augment
+    frames, hop = self.shape.crop_frames, self.feature_config.hop_length
+    waves = np.stack([self._wave(int(u), int(o), frames * hop)
+                      for u, o in zip(plan["utterance"], plan["offset"])])
+    rngs = waveform_augment.row_rngs(self.seed, step, plan["row"])
+    waves = self.augmenter(waves, plan["label"], rngs, babble=self.babble)
+    return features_lib.log_mel_batch(waves, self.feature_config)[:, :frames]
 
 
 def make_batches(reader: BatchReader, start_step: int = 0, workers: int = 0,

@@ -367,3 +367,11 @@ def read_examples(builder: SpeechCorpus, records=None) -> examples_lib.Examples:
       genders=index.speaker_gender[index.record_speaker[records]].astype(np.int32),
       num_frames=index.num_frames[records].astype(np.int32),
       features=features)
+
+
+def read_waveforms(builder: SpeechCorpus, records) -> list[np.ndarray]:
+  """The stored int16 waveforms of `records` (prepared with `store_waveform`)."""
+  if not builder.builder_config.storage.store_waveform:
+    raise ValueError(f"{builder.data_dir}: prepared without waveforms (store_waveform)")
+  source = data_source(builder)
+  return [np.asarray(source[int(r)]["waveform"]) for r in np.sort(records)]

@@ -51,6 +51,7 @@ class Inputs:
   dev_speakers: list[str]
   dev: examples_lib.Examples | None  # The dev utterances the evaluator scores.
   centring: examples_lib.Examples | None  # Training utterances that centre them.
+  dev_degraded: examples_lib.Examples | None = None  # The dev utterances, `eval.degrade`d.
 
   @property
   def roots(self) -> list[str]:
@@ -74,9 +75,12 @@ def feature_config(data_config) -> features_lib.FeatureConfig:
                                     trim_silence=data_config.trim_silence)
 
 
-def storage(data_config) -> builder_lib.Storage:
-  return builder_lib.Storage(store_waveform=bool(data_config.store_waveform),
-                             feature_dtype=data_config.feature_dtype)
+def storage(config) -> builder_lib.Storage:
+  """What the prepared records hold: waveforms too when the config asks for them, augments
+  waveforms or scores a degraded copy of its dev set."""
+  waves = (config.data.store_waveform or config.augment.wave.enabled
+           or bool(config.eval.get("degrade")))
+  return builder_lib.Storage(store_waveform=bool(waves), feature_dtype=config.data.feature_dtype)
 
 
 def corpus_prefix(root) -> str:
@@ -90,12 +94,13 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def prepare_corpora(data_config) -> list[PreparedCorpus]:
-  """Prepares every root (process 0 first, then the others find its cache)."""
+def prepare_corpora(config) -> list[PreparedCorpus]:
+  """Prepares every root of `config.data` (process 0 first, then the others find its cache)."""
+  data_config = config.data
   roots = corpus_roots(data_config) if jax.process_index() == 0 else None
   _sync("hive-corpus-ready")
   roots = roots or corpus_roots(data_config)
-  features, stored = feature_config(data_config), storage(data_config)
+  features, stored = feature_config(data_config), storage(config)
   corpora = []
   for root in roots:
     if jax.process_index() == 0:
@@ -153,21 +158,43 @@ def select_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int 
   return chosen
 
 
-def read_selected(corpora: list[PreparedCorpus], chosen) -> examples_lib.Examples | None:
-  """The (corpus, record) utterances `chosen`, read into memory."""
+def read_selected(corpora: list[PreparedCorpus], chosen, degrade: str = "",
+                  features: features_lib.FeatureConfig = features_lib.FeatureConfig()
+                  ) -> examples_lib.Examples | None:
+  """The (corpus, record) utterances `chosen`, read into memory; `degrade`: their waveforms
+  corrupted as `hive.evaluate --degrade` does (hive/data/waveform_augment.py), then log-mels."""
   parts = []
   for c, corpus in enumerate(corpora):
     records = [r for k, r in chosen if k == c]
     if records:
-      parts.append(corpus.read(records))
+      part = corpus.read(records)
+      if degrade:
+        part = degraded(part, builder_lib.read_waveforms(corpus.builder, records), degrade,
+                        features)
+      parts.append(part)
   return examples_lib.Examples.concatenate(parts) if parts else None
 
 
+def degraded(examples: examples_lib.Examples, waves, spec: str,
+             features: features_lib.FeatureConfig) -> examples_lib.Examples:
+  """`examples` with the log-mels of their waveforms corrupted by `spec`, each utterance
+  with its own seed (a digest of its id), so the copy is the same in every run."""
+  import zlib
+  from hive.data import waveform_augment
+  mels = [features_lib.log_mel(waveform_augment.degrade(
+      np.asarray(w, np.float32) / 32768 if w.dtype == np.int16 else w, spec,
+      seed=zlib.crc32(u.encode())), features) for w, u in zip(waves, examples.utterance_ids)]
+  return dataclasses.replace(examples, features=mels,
+                             num_frames=np.array([len(m) for m in mels], np.int32))
+
+
 def read_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int = 0,
-                    max_utterances: int = 0, seed: int = 0) -> examples_lib.Examples | None:
+                    max_utterances: int = 0, seed: int = 0, degrade: str = "",
+                    features: features_lib.FeatureConfig = features_lib.FeatureConfig()
+                    ) -> examples_lib.Examples | None:
   """`select_utterances`, read into memory (None: nothing selected)."""
   return read_selected(corpora, select_utterances(corpora, speakers, per_speaker,
-                                                  max_utterances, seed))
+                                                  max_utterances, seed), degrade, features)
 
 
 def training_table(corpora: list[PreparedCorpus], train_speakers,
@@ -187,7 +214,7 @@ def load_inputs(config) -> Inputs:
   """Prepares the corpora of `config.data`, splits speakers and reads the evaluator's few
   utterances (`config.eval`); the training utterances stay on disk."""
   data, evaluation = config.data, config.eval
-  corpora = prepare_corpora(data)
+  corpora = prepare_corpora(config)
   speakers = [s for c in corpora for s in c.speakers]
   dev_speakers = list(data.dev_speakers) if data.get("dev_speakers") else None
   train_speakers, dev_speakers = split_speakers(speakers, data.dev_fraction, data.split_seed,
@@ -199,6 +226,10 @@ def load_inputs(config) -> Inputs:
                                                      replace=False)
     scored = [scored[i] for i in sorted(pick)]
   dev = read_utterances(corpora, scored, evaluation.utterances_per_speaker) if scored else None
+  dev_degraded = None
+  if dev is not None and evaluation.get("degrade"):
+    dev_degraded = read_utterances(corpora, scored, evaluation.utterances_per_speaker,
+                                   degrade=evaluation.degrade, features=feature_config(data))
   centring = None
   if dev is not None and evaluation.centring_utterances > 0:
     centring = read_utterances(corpora, train_speakers,
@@ -206,7 +237,7 @@ def load_inputs(config) -> Inputs:
   logging.info("Data: %d training speakers (%d with speed-perturbed copies, %d utterances), "
                "%d dev speakers", len(train_speakers), table.num_speakers, len(table.label),
                len(dev_speakers))
-  return Inputs(corpora, table, train_speakers, dev_speakers, dev, centring)
+  return Inputs(corpora, table, train_speakers, dev_speakers, dev, centring, dev_degraded)
 
 
 def train_batches(inputs: Inputs, config, start_step: int):
@@ -214,7 +245,11 @@ def train_batches(inputs: Inputs, config, start_step: int):
   data = config.data
   shape = batches.BatchShape(data.n_speakers, data.n_utterances, data.crop_frames,
                              jax.process_index(), jax.process_count())
+  augmenter = None
+  if config.augment.wave.enabled:
+    from hive.data import waveform_augment
+    augmenter = waveform_augment.Augmenter(config.augment.wave)
   reader = batches.BatchReader(inputs.table,
                                [builder_lib.data_source(c.builder) for c in inputs.corpora],
-                               shape, config.seed, feature_config(data))
+                               shape, config.seed, feature_config(data), augmenter)
   return batches.make_batches(reader, start_step, data.workers)
