@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 
 import jax
@@ -289,22 +288,6 @@ def _mean_step(workdir) -> int | None:
   return None if found is None else found[1]
 
 
-def _leftover_exports(out: epath.Path) -> list[epath.Path]:
-  """Staging folders of exports into `out` whose process is gone (killed mid-export)."""
-  found = []
-  for folder in out.parent.glob(f".{out.name}.export-*.tmp"):
-    match = re.fullmatch(rf"\.{re.escape(out.name)}\.export-(\d+)\.tmp", folder.name)
-    if match is None:
-      continue
-    try:
-      os.kill(int(match.group(1)), 0)
-    except ProcessLookupError:
-      found.append(folder)
-    except PermissionError:
-      pass  # Alive, another user's.
-  return found
-
-
 def export(workdir, out, step: int, model_params) -> epath.Path:
   """Writes an inference-only copy of a workdir: config, speakers, model parameters
   (and the training mean embedding, hive/centring.py, and the calibrated threshold,
@@ -317,18 +300,8 @@ def export(workdir, out, step: int, model_params) -> epath.Path:
   so the same command runs again (a killed one's staging folder is removed by the next).
   """
   out, workdir = workdir_lib.path(out), workdir_lib.path(workdir)
-  if out.exists() and any(out.iterdir()):
-    raise FileExistsError(f"{out} is not empty; export into a new or empty directory")
-  local = _local(out)
-  staging = out.parent / f".{out.name}.export-{os.getpid()}.tmp" if local else out
   needed = sum(np.asarray(x).nbytes for x in jax.tree.leaves(model_params))
-  try:
-    if local:
-      out.parent.mkdir(parents=True, exist_ok=True)
-      for leftover in _leftover_exports(out):
-        shutil.rmtree(leftover)
-      shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
+  with workdir_lib.staged_directory(out, needed) as staging:
     names = [workdir_lib.CONFIG_FILE, workdir_lib.SPEAKERS_FILE]
     if _mean_step(workdir) == step:  # A mean fitted for another step stays behind.
       names.append(workdir_lib.MEAN_FILE)
@@ -345,14 +318,4 @@ def export(workdir, out, step: int, model_params) -> epath.Path:
     written = checkpoint_dir(staging) / str(step)
     for marker in [*written.glob(COMMIT_MARKER), *written.glob(f"*/{COMMIT_MARKER}")]:
       marker.write_text("Checkpoint commit was successful.\n")
-    if local:
-      os.replace(staging, out)  # Replaces an empty `out` too.
-  except BaseException as e:
-    if local:
-      shutil.rmtree(staging, ignore_errors=True)
-    cause = getattr(e, "cause", None) or (
-        None if isinstance(e, cli.UserError) else cli.environment_error(e))
-    if isinstance(cause, OSError):
-      raise cli.storage_error(out, cause, needed) from None
-    raise
   return checkpoint_dir(out) / str(step)

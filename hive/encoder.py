@@ -223,14 +223,9 @@ class Encoder:
     config = workdir_lib.load_config(workdir)
     speakers = workdir_lib.load_speakers(workdir)["train"]
     manager = checkpoint.make_manager(workdir, create=False)
-    chosen = manager.latest_step() if step is None else step
-    if chosen is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir_lib.checkpoint_dir(workdir)}")
-    if chosen not in manager.all_steps():  # Orbax's own error for this is cryptic.
-      raise FileNotFoundError(f"no checkpoint of step {chosen} in "
-                              f"{workdir_lib.checkpoint_dir(workdir)} (have {manager.all_steps()})")
-    params = checkpoint.restore_model_params(manager, chosen,
-                                             abstract_params(config, len(speakers)))
+    # The newest intact checkpoint when `step` is None (a damaged newer one is named).
+    params, chosen = checkpoint.load_model_params(manager, step,
+                                                  abstract_params(config, len(speakers)))
     mean = workdir_lib.load_mean(workdir, config.model.embed_dim, chosen) if centring else None
     return cls(config, params, chosen, str(workdir), speakers, mean)
 

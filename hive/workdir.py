@@ -24,12 +24,15 @@ embeddings of two models.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import socket
 import tempfile
 import time
@@ -94,6 +97,54 @@ def write_atomically(target, data: str | bytes) -> epath.Path:
       raise cli.storage_error(target, cause, needed=len(data)) from None
     raise
   return target
+
+
+@contextlib.contextmanager
+def staged_directory(out, needed_bytes: int = 0):
+  """Yields a folder to write a whole directory (an export) into: a local one is staged
+  beside `out` (`.OUT.export-PID.tmp`) and renamed into place when the block completes, so a
+  failed or killed export leaves no `out` behind (a killed one's staging folder is removed by
+  the next export); a bucket's is `out` itself. `out` must be new or empty. A refused write
+  is a one-line StorageError naming `out` and the space needed."""
+  out = epath.Path(out)
+  if out.exists() and any(out.iterdir()):
+    raise FileExistsError(f"{out} is not empty; export into a new or empty directory")
+  local = "://" not in str(out)
+  staging = out.parent / f".{out.name}.export-{os.getpid()}.tmp" if local else out
+  try:
+    if local:
+      out.parent.mkdir(parents=True, exist_ok=True)
+      for leftover in _leftover_exports(out):
+        shutil.rmtree(leftover)
+      shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    yield staging
+    if local:
+      os.replace(staging, out)  # Replaces an empty `out` too.
+  except BaseException as e:
+    if local:
+      shutil.rmtree(staging, ignore_errors=True)
+    cause = getattr(e, "cause", None) or (
+        None if isinstance(e, cli.UserError) else cli.environment_error(e))
+    if isinstance(cause, OSError):
+      raise cli.storage_error(out, cause, needed_bytes) from None
+    raise
+
+
+def _leftover_exports(out: epath.Path) -> list[epath.Path]:
+  """Staging folders of exports into `out` whose process is gone (killed mid-export)."""
+  found = []
+  for folder in out.parent.glob(f".{out.name}.export-*.tmp"):
+    match = re.fullmatch(rf"\.{re.escape(out.name)}\.export-(\d+)\.tmp", folder.name)
+    if match is None:
+      continue
+    try:
+      os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+      found.append(folder)
+    except PermissionError:
+      pass  # Alive, another user's.
+  return found
 
 
 def write_npz(target, arrays: dict) -> epath.Path:
