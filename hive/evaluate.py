@@ -50,6 +50,13 @@ def define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_float("segment_seconds", 0.0,
                      "Score S-second segments of each utterance instead of whole ones (0: off).")
+  flags.DEFINE_enum("segment_speakers", "all", ["all", "single"],
+                    "With --segment_seconds: cut every utterance, or only those of speakers "
+                    "with a single one (the others are scored across their utterances).")
+  flags.DEFINE_string("degrade", "", "Score the corpus corrupted: telephone (8 kHz band, "
+                      "mu-law), noise:SNR (e.g. noise:5; seeded pink noise at that SNR), reverb "
+                      "(a simulated room), or several joined by '+'. Each utterance is "
+                      "corrupted the same way in every run.")
   flags.DEFINE_enum("format", "json", ["json", "table"],
                     "json: the report as one JSON line on stdout and a readable summary on "
                     "stderr; table: the summary alone, on stdout (--out still gets the JSON).")
@@ -78,6 +85,15 @@ def evaluate(encoder: Encoder, examples: Examples) -> dict:
   """The report's numbers for prepared examples (embeddings returned under '_embeddings')."""
   return VerificationEvaluator(encoder.embedder, examples).run(encoder.params,
                                                               encoder.embedding_mean)
+
+
+def degraded(builder, examples: Examples, spec: str, feature_config) -> Examples:
+  """`examples` (whole prepared utterances) with their waveforms corrupted by `spec`."""
+  index = builder_lib.corpus_index(builder)
+  position = {u: i for i, u in enumerate(index.utterance_ids)}
+  records = [position[u] for u in examples.utterance_ids]  # Ascending: both in id order.
+  return input_pipeline.degraded(examples, builder_lib.read_waveforms(builder, records), spec,
+                                 feature_config)
 
 
 def plot_det(scores, labels, path):
@@ -176,18 +192,28 @@ def main(argv):
   cli.hide_gpus_from_tensorflow()
   cli.use_compilation_cache()
   encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
-  builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config)
+  if FLAGS.degrade:
+    from hive.data import waveform_augment
+    waveform_augment.parse_degrade(FLAGS.degrade)  # A bad spec fails before any work.
+  storage = builder_lib.Storage(store_waveform=bool(FLAGS.degrade))
+  builder, prepared = builder_lib.prepare(FLAGS.data, FLAGS.data_dir, encoder.feature_config,
+                                          storage=storage)
   examples = select_split(builder_lib.read_examples(builder), FLAGS.data, FLAGS.workdir,
                           FLAGS.split)
+  if FLAGS.degrade:
+    examples = degraded(builder, examples, FLAGS.degrade, encoder.feature_config)
   if FLAGS.segment_seconds > 0:
     examples = examples.cut_segments(
-        round(FLAGS.segment_seconds * 1000 / encoder.feature_config.hop_ms))
+        round(FLAGS.segment_seconds * 1000 / encoder.feature_config.hop_ms),
+        single_utterance_only=FLAGS.segment_speakers == "single")
   report = evaluate(encoder, examples)
   embeddings = report.pop("_embeddings")
   report.update({"workdir": str(FLAGS.workdir), "checkpoint_step": encoder.step,
                  "centring": workdir_lib.mean_digest(encoder.embedding_mean),
                  "data": str(FLAGS.data), "split": FLAGS.split,
                  "segment_seconds": FLAGS.segment_seconds or None,
+                 "segment_speakers": FLAGS.segment_speakers if FLAGS.segment_seconds else None,
+                 "degrade": FLAGS.degrade or None,
                  "skipped_files": len(prepared.skips)})
   if FLAGS.plots:
     plots = pathlib.Path(FLAGS.plots)
