@@ -14,6 +14,18 @@ summary alone, on stdout). `--segment_seconds=S`
 scores consecutive S-second segments instead of whole utterances: for corpora
 with one utterance per speaker (most of the shared LibriSpeech sample), where
 same-speaker trials then come from one recording, an easier task.
+
+Calibration and thresholds (hive/evaluator.py lists the numbers): the report fits a
+logistic calibration of the cosine to a log-likelihood ratio on these trials (its cllr,
+min_cllr and act_dcf at `--p_target`; `--calibration=model` applies the model's stored
+calibration instead, or `--calibration=FILE` a report's or calibration file's), the
+threshold at the false-accept rate `--far` with its false-reject rate, thresholds along a
+grid of false-accept rates, and open-set identification at that threshold.
+`hive.voiceid calibrate --workdir=DIR --report=REPORT` stores the calibration with the
+model. `--bootstrap=N` adds 95 % confidence intervals from N resamples of the speakers.
+`--asnorm` also scores with AS-Norm against the model's cohort (WORKDIR/cohort.npz, made
+by `--split=train --write_cohort`, which writes the mean embedding of each scored speaker,
+merged with a cohort of the same model already there).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from hive import cli, embed as embed_lib, metrics, workdir as workdir_lib
+from hive import cli, embed as embed_lib, metrics, scoring, workdir as workdir_lib
 from hive.data import builder as builder_lib, input_pipeline, readers
 from hive.data.examples import Examples
 from hive.encoder import Encoder
@@ -57,6 +69,20 @@ def define_flags() -> None:
                       "mu-law), noise:SNR (e.g. noise:5; seeded pink noise at that SNR), reverb "
                       "(a simulated room), or several joined by '+'. Each utterance is "
                       "corrupted the same way in every run.")
+  flags.DEFINE_float("far", 0.01, "Target false-accept rate: the report's far_threshold and "
+                     "the open-set rates at it.")
+  flags.DEFINE_float("p_target", 0.01, "Prior of a target trial for min_dcf and act_dcf.")
+  flags.DEFINE_string("calibration", None, "Score with this calibration instead of fitting one "
+                      "on these trials: 'model' (the workdir's calibration.json), or a "
+                      "hive.evaluate report or calibration.json.")
+  flags.DEFINE_integer("bootstrap", 0, "Resamples of the speakers for 95 % confidence "
+                       "intervals (eer_ci, min_dcf_ci, identification_accuracy_ci); 0: none.")
+  flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
+  flags.DEFINE_bool("asnorm", False, "Also score with AS-Norm against the model's cohort "
+                    "(asnorm_* numbers).")
+  flags.DEFINE_integer("top_k", 100, "AS-Norm: the highest cohort scores kept per side.")
+  flags.DEFINE_bool("write_cohort", False, "Write the scored speakers' mean embeddings to "
+                    "WORKDIR/cohort.npz as AS-Norm's cohort (use with --split=train).")
   flags.DEFINE_enum("format", "json", ["json", "table"],
                     "json: the report as one JSON line on stdout and a readable summary on "
                     "stderr; table: the summary alone, on stdout (--out still gets the JSON).")
@@ -81,10 +107,56 @@ def auto_segment_seconds(speakers, seconds: float = 3.0) -> float:
   return seconds if (counts >= 2).sum() < len(counts) / 2 else 0.0
 
 
-def evaluate(encoder: Encoder, examples: Examples) -> dict:
-  """The report's numbers for prepared examples (embeddings returned under '_embeddings')."""
-  return VerificationEvaluator(encoder.embedder, examples).run(encoder.params,
-                                                              encoder.embedding_mean)
+def evaluate(encoder: Encoder, examples: Examples, cohort=None, calibration=None,
+             **options) -> dict:
+  """The report's numbers for prepared examples (embeddings returned under '_embeddings');
+  `options` for the evaluator (far, p_target, bootstrap, seed, top_k), `cohort` and
+  `calibration` for its `run`."""
+  return VerificationEvaluator(encoder.embedder, examples, **options).run(
+      encoder.params, encoder.embedding_mean, cohort=cohort, calibration=calibration)
+
+
+def model_cohort(encoder: Encoder) -> np.ndarray:
+  """The AS-Norm cohort of the encoder's workdir, made by this checkpoint and centring."""
+  cohort = workdir_lib.read_cohort(encoder.source) if encoder.source else None
+  file = f"{encoder.source}/{workdir_lib.COHORT_FILE}"
+  if cohort is None:
+    raise ValueError(f"{file}: no AS-Norm cohort; make one with python -m hive.evaluate "
+                     f"--workdir={encoder.source} --data=TRAINING_DATA --split=train "
+                     "--write_cohort")
+  made_for = (cohort["step"], cohort["centring"])
+  model = (encoder.step, workdir_lib.mean_digest(encoder.embedding_mean))
+  if made_for != model:
+    raise ValueError(f"{file}: made for step {made_for[0]}, centring {made_for[1]}; the model "
+                     f"is step {model[0]}, centring {model[1]}: rebuild it (--write_cohort)")
+  return cohort["embeddings"]
+
+
+def write_cohort(encoder: Encoder, embeddings, speakers, prefix: str = ""):
+  """Writes the speakers' mean embeddings (names prefixed with the corpus) as the
+  workdir's cohort, keeping the other speakers of a cohort of the same model."""
+  names, means = scoring.speaker_means(embeddings, speakers)
+  names = [prefix + str(n) for n in names]
+  digest = workdir_lib.mean_digest(encoder.embedding_mean)
+  old = workdir_lib.read_cohort(encoder.source)
+  if old is not None and (old["step"], old["centring"]) == (encoder.step, digest):
+    keep = [i for i, n in enumerate(old["speakers"]) if n not in set(names)]
+    names = [old["speakers"][i] for i in keep] + names
+    means = np.concatenate([old["embeddings"][keep], means])
+  return workdir_lib.save_cohort(encoder.source, means, names, encoder.step, digest), len(names)
+
+
+def read_calibration_option(value: str, encoder: Encoder) -> dict:
+  """--calibration: 'model' (the workdir's, for this checkpoint and centring), or a file:
+  a hive.evaluate report (its "calibration") or a calibration.json."""
+  from hive.voiceid import thresholds  # Loads the voice ID store module, not JAX.
+  if value == "model":
+    found = thresholds.model_calibration(encoder)
+    if found is None:
+      raise ValueError(f"{encoder.source}: no calibration for step {encoder.step} and its "
+                       "centring (python -m hive.voiceid calibrate --workdir=... --report=...)")
+    return found
+  return thresholds.calibration_from_file(value, encoder.model_record())
 
 
 def degraded(builder, examples: Examples, spec: str, feature_config) -> Examples:
@@ -189,6 +261,11 @@ def main(argv):
     raise app.UsageError("--workdir and --data are required")
   if FLAGS.segment_seconds < 0:
     raise app.UsageError(f"--segment_seconds must be >= 0, got {FLAGS.segment_seconds}")
+  for name in ("far", "p_target"):
+    if not 0 < getattr(FLAGS, name) < 1:
+      raise app.UsageError(f"--{name} must be in (0, 1), got {getattr(FLAGS, name)}")
+  if FLAGS.bootstrap < 0:
+    raise app.UsageError(f"--bootstrap must be >= 0, got {FLAGS.bootstrap}")
   cli.hide_gpus_from_tensorflow()
   cli.use_compilation_cache()
   encoder = Encoder.from_workdir(FLAGS.workdir, FLAGS.step)
@@ -206,8 +283,20 @@ def main(argv):
     examples = examples.cut_segments(
         round(FLAGS.segment_seconds * 1000 / encoder.feature_config.hop_ms),
         single_utterance_only=FLAGS.segment_speakers == "single")
-  report = evaluate(encoder, examples)
+  calibration = (read_calibration_option(FLAGS.calibration, encoder) if FLAGS.calibration
+                 else None)
+  cohort = model_cohort(encoder) if FLAGS.asnorm else None
+  report = evaluate(encoder, examples, cohort=cohort, calibration=calibration, far=FLAGS.far,
+                    p_target=FLAGS.p_target, bootstrap=FLAGS.bootstrap, seed=FLAGS.seed,
+                    top_k=FLAGS.top_k)
   embeddings = report.pop("_embeddings")
+  if FLAGS.write_cohort:
+    if FLAGS.split != "train":
+      print("note: --write_cohort with speakers other than the training speakers "
+            f"(--split={FLAGS.split})", file=sys.stderr)
+    file, size = write_cohort(encoder, embeddings, examples.speakers,
+                              input_pipeline.corpus_prefix(FLAGS.data))
+    print(f"cohort of {size} speakers written to {file}", file=sys.stderr)
   report.update({"workdir": str(FLAGS.workdir), "checkpoint_step": encoder.step,
                  "centring": workdir_lib.mean_digest(encoder.embedding_mean),
                  "data": str(FLAGS.data), "split": FLAGS.split,

@@ -6,6 +6,8 @@
       checkpoints/<step>/    orbax checkpoints (hive/checkpoint.py)
       embedding_mean.npz     the training speakers' mean embedding and its step (hive/centring.py)
       threshold.json         the calibrated decision threshold and its step (hive/voiceid)
+      calibration.json       the score -> log-likelihood-ratio calibration and its step
+      cohort.npz             AS-Norm's cohort: training speakers' mean embeddings, its step
       events.out.tfevents.*  TensorBoard scalars (clu)
       .train.lock            held by the training process writing the workdir (`training_lock`)
 
@@ -345,6 +347,72 @@ def read_threshold(workdir) -> dict | None:
   if not isinstance(record, dict) or not isinstance(record.get("threshold"), (int, float)):
     raise BadWorkdirFile(f"{file}: no numeric threshold")
   return record
+
+
+# --- the score calibration and the AS-Norm cohort (hive/scoring.py) -------------
+
+CALIBRATION_FILE = "calibration.json"
+COHORT_FILE = "cohort.npz"
+
+
+def save_calibration(workdir, record: dict) -> epath.Path:
+  return write_atomically(path(workdir) / CALIBRATION_FILE,
+                          json.dumps(record, indent=1, allow_nan=False) + "\n")
+
+
+def read_calibration(workdir) -> dict | None:
+  """The calibration record ({"slope", "offset", "far_thresholds": [[far, threshold,
+  false-reject rate], ...], "checkpoint_step", "centring", ...}), or None when the workdir
+  has none."""
+  file = path(workdir) / CALIBRATION_FILE
+  if not file.is_file():
+    return None
+  record = read_json(file, "calibration file")
+  numbers = isinstance(record, dict) and all(
+      isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool)
+      for k in ("slope", "offset"))
+  if not numbers or not record["slope"] > 0:
+    raise BadWorkdirFile(f"{file}: expected a numeric slope > 0 and offset (recalibrate: "
+                         "python -m hive.voiceid calibrate --workdir=... --report=...)")
+  table = record.get("far_thresholds", [])
+  if not (isinstance(table, list) and all(
+      isinstance(row, list) and len(row) == 3 and
+      all(isinstance(x, (int, float)) for x in row) for row in table)):
+    raise BadWorkdirFile(f"{file}: far_thresholds must be [far, threshold, frr] rows")
+  return record
+
+
+def save_cohort(workdir, embeddings, speakers, step: int, centring: str) -> epath.Path:
+  """AS-Norm's cohort: one unit embedding per training speaker (`speakers` names them),
+  made by checkpoint `step` with the centring mean whose `mean_digest` is `centring`."""
+  embeddings = np.asarray(embeddings, np.float32)
+  if embeddings.ndim != 2 or len(embeddings) != len(speakers):
+    raise ValueError(f"a cohort needs one embedding per speaker, got {embeddings.shape} for "
+                     f"{len(speakers)} speakers")
+  return write_npz(path(workdir) / COHORT_FILE, {
+      "embeddings": embeddings, "speakers": np.asarray(list(speakers), np.str_),
+      "step": np.int64(step), "centring": np.asarray(centring, np.str_)})
+
+
+def read_cohort(workdir) -> dict | None:
+  """{"embeddings" [C, D], "speakers" [C], "step", "centring"}, or None when the workdir
+  has no cohort."""
+  file = path(workdir) / COHORT_FILE
+  if not file.is_file():
+    return None
+  try:
+    with file.open("rb") as stream, np.load(stream, allow_pickle=False) as f:
+      cohort = {"embeddings": np.asarray(f["embeddings"], np.float64),
+                "speakers": [str(s) for s in f["speakers"]], "step": int(f["step"]),
+                "centring": str(f["centring"])}
+  except (ValueError, OSError, KeyError, TypeError) as e:
+    why = "not a .npz file" if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+    raise BadWorkdirFile(f"{file}: not a hive cohort file ({why}); rebuild it with "
+                         "python -m hive.evaluate --split=train --write_cohort ...") from None
+  if cohort["embeddings"].ndim != 2 or len(cohort["embeddings"]) != len(cohort["speakers"]):
+    raise BadWorkdirFile(f"{file}: {cohort['embeddings'].shape} embeddings for "
+                         f"{len(cohort['speakers'])} speakers")
+  return cohort
 
 
 # --- model identity --------------------------------------------------------------

@@ -1,10 +1,19 @@
-"""Decision thresholds: where they come from and how they are checked.
+"""Decision thresholds and calibrated scores: where they come from and how they are checked.
 
 A cosine score at or above the threshold means "same speaker". Unless a command is given
 one, a store uses its own threshold; a new store starts with the model's threshold (the
 workdir's threshold.json, when calibrated for that checkpoint and training mean), else
 DEFAULT_THRESHOLD (0.7), which is only a prior: calibrate for your model, on held-out
-speakers, from the `eer_threshold` of a `hive.evaluate --out` report.
+speakers, from a `hive.evaluate --out` report (its `eer_threshold`, or the threshold at a
+false-accept rate).
+
+The model's calibration (WORKDIR/calibration.json, from a report by `hive.voiceid calibrate
+--workdir`) maps a cosine to a log-likelihood ratio (hive/scoring.py) and keeps the
+report's thresholds at a grid of false-accept rates, measured on its trials. With it a
+threshold can be chosen by what it means: `--far=F`, the cosine whose false-accept rate
+was F on those trials (interpolated in log F between grid points), or `--prior=P`, the
+Bayes decision for a target prior P with unit costs (accept when the LLR is at least
+log((1 - P) / P)).
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import math
 import pathlib
 import sys
 
-from hive import workdir as workdir_lib
+import numpy as np
+
+from hive import scoring, workdir as workdir_lib
 from hive.voiceid.store import DEFAULT_THRESHOLD, VoiceIdError
 
 
@@ -93,3 +104,135 @@ def calibrate(store: dict, threshold: float, source: str) -> dict:
   store["threshold"] = check_threshold(float(threshold), source)
   store["threshold_source"] = source
   return store
+
+
+# --- calibrated scores ---------------------------------------------------------------
+
+CALIBRATION_FORMAT = "hive-calibration"
+
+
+def _check_model(where, record: dict, model: dict | None) -> None:
+  """Refuses a report or calibration made for another checkpoint or centring than `model`."""
+  if model is None:
+    return
+  for key, what in (("step", "checkpoint_step"), ("centring", "centring")):
+    ours, theirs = model.get(key), record.get(what)
+    if ours is not None and theirs is not None and ours != theirs:
+      raise VoiceIdError(f"{where}: made for a model with {what} {theirs}, the model it "
+                         f"would calibrate has {ours}")
+
+
+def calibration_from_file(path, model: dict | None = None) -> dict:
+  """The calibration record of a hive.evaluate report (its "calibration" and
+  "far_thresholds") or of a calibration.json, checked against `model` (a model record):
+  same checkpoint step and training mean."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise VoiceIdError(f"{path}: no such report or calibration file")
+  found = workdir_lib.read_json(path, "report or calibration file", VoiceIdError)
+  if not isinstance(found, dict):
+    raise VoiceIdError(f"{path}: not a hive.evaluate report or calibration file")
+  _check_model(path, found, model)
+  if found.get("format") == CALIBRATION_FORMAT:
+    record = dict(found)
+  else:
+    fit = found.get("calibration")
+    if not isinstance(fit, dict):
+      raise VoiceIdError(f"{path}: no calibration (is it a hive.evaluate --out report from "
+                         "this version of hive?)")
+    record = {"format": CALIBRATION_FORMAT, "version": 1,
+              "slope": fit.get("slope"), "offset": fit.get("offset"),
+              "prior": fit.get("prior"), "fitted_on": fit.get("source"),
+              "source": str(path), "far_thresholds": found.get("far_thresholds", []),
+              **{k: found.get(k) for k in ("checkpoint_step", "centring", "data", "split",
+                                           "segment_seconds", "num_trials",
+                                           "num_target_trials", "cllr", "min_cllr",
+                                           "act_dcf", "p_target", "eer", "eer_threshold")}}
+  for key in ("slope", "offset"):
+    if not isinstance(record.get(key), (int, float)) or not math.isfinite(record[key]):
+      raise VoiceIdError(f"{path}: calibration {key} {record.get(key)!r} is not a number")
+  if not record["slope"] > 0:
+    raise VoiceIdError(f"{path}: calibration slope {record['slope']} is not positive: the "
+                       "scores it was fitted on do not tell speakers apart")
+  return record
+
+
+def model_calibration(encoder) -> dict | None:
+  """The model's calibration (WORKDIR/calibration.json) when it was made for this checkpoint
+  and training mean, else None (with a note when it was made for another)."""
+  if not encoder.source:
+    return None
+  try:
+    saved = workdir_lib.read_calibration(encoder.source)
+  except workdir_lib.BadWorkdirFile as e:
+    raise VoiceIdError(str(e)) from None
+  if saved is None:
+    return None
+  made_for = (saved.get("checkpoint_step"), saved.get("centring"))
+  model = (encoder.step, workdir_lib.mean_digest(encoder.embedding_mean))
+  if made_for != model:
+    where = workdir_lib.path(encoder.source) / workdir_lib.CALIBRATION_FILE
+    print(f"note: {where} was made for step {made_for[0]}, centring {made_for[1]}; the "
+          f"model is step {model[0]}, centring {model[1]}: no calibrated scores",
+          file=sys.stderr)
+    return None
+  return saved
+
+
+def save_model_calibration(encoder, record: dict):
+  """Writes WORKDIR/calibration.json for the encoder's checkpoint and training mean."""
+  record = {**record, "checkpoint_step": int(encoder.step),
+            "centring": workdir_lib.mean_digest(encoder.embedding_mean)}
+  return workdir_lib.save_calibration(encoder.source, record)
+
+
+def llr(calibration: dict, score: float) -> float:
+  """The calibrated log-likelihood ratio of a cosine score."""
+  return float(scoring.to_llr(score, calibration["slope"], calibration["offset"]))
+
+
+def threshold_at_far(calibration: dict, far: float, where: str = "--far") -> float:
+  """The cosine threshold at false-accept rate `far`, from the calibration's table
+  (linear in log far between its rows; outside them, an error naming the range)."""
+  if not 0 < far < 1:
+    raise VoiceIdError(f"{where}={far}: a false-accept rate is in (0, 1)")
+  table = sorted(calibration.get("far_thresholds") or [])
+  if not table:
+    raise VoiceIdError(f"{calibration.get('source')}: no thresholds by false-accept rate; "
+                       "recalibrate from a hive.evaluate report of this version")
+  fars = np.array([row[0] for row in table], np.float64)
+  thresholds = np.array([row[1] for row in table], np.float64)
+  if not fars[0] * (1 - 1e-9) <= far <= fars[-1] * (1 + 1e-9):
+    raise VoiceIdError(f"{where}={far:g}: the calibration measured false-accept rates from "
+                       f"{fars[0]:g} to {fars[-1]:g} only (its trials: "
+                       f"{calibration.get('source')})")
+  value = float(np.interp(np.log(far), np.log(fars), thresholds))
+  return check_threshold(value, f"{where}={far:g}")
+
+
+def threshold_for_prior(calibration: dict, prior: float, where: str = "--prior") -> float:
+  """The cosine at which the calibrated LLR reaches the Bayes threshold of `prior`."""
+  if not 0 < prior < 1:
+    raise VoiceIdError(f"{where}={prior}: a prior is in (0, 1)")
+  value = scoring.score_at_llr(scoring.bayes_threshold(prior), calibration["slope"],
+                               calibration["offset"])
+  if not -1 <= value <= 1:
+    raise VoiceIdError(f"{where}={prior:g}: the calibrated decision needs a cosine of "
+                       f"{value:.3f}, which no score reaches; choose a prior nearer 0.5")
+  return float(value)
+
+
+def chosen_threshold(calibration: dict | None, far: float | None, prior: float | None,
+                     where: str = "the model") -> tuple[float, str] | None:
+  """(threshold, how it was chosen) for --far or --prior; None when neither is given."""
+  if far is None and prior is None:
+    return None
+  if far is not None and prior is not None:
+    raise VoiceIdError("give one of --far and --prior, not both")
+  if calibration is None:
+    raise VoiceIdError(f"--far and --prior need a calibrated model, and {where} has none: "
+                       "python -m hive.voiceid calibrate --workdir=DIR --report=REPORT.json "
+                       "(a hive.evaluate --out report)")
+  if far is not None:
+    return threshold_at_far(calibration, far), f"at false-accept rate {far:g}"
+  return threshold_for_prior(calibration, prior), f"Bayes decision at prior {prior:g}"
