@@ -314,20 +314,50 @@ def test_augmented_rows_do_not_depend_on_how_the_batch_is_split(tmp_path):
 
 def test_babble_reads_other_voices_only():
   """Babble crops come from other speakers' utterances, never from the row's own voice nor its
-  speed-perturbed copies."""
+  speed-perturbed copies; the bank is a function of (seed, step // BABBLE_REFRESH)."""
   pool = wave_pool()
   table = batches.TrainingTable.build(
-      [(0, i, s, 0, 100) for i, s in enumerate(pool.record_speaker)], (0.9,))
+      [(0, i, s, 0, len(r["features"])) for i, (s, r) in
+       enumerate(zip(pool.record_speaker, pool.records))], (0.9,))
   reader = batches.BatchReader(table, [pool.records], batches.BatchShape(4, 2, 40), 0)
-  read = []
-  wave = reader._wave
-  reader._wave = lambda u, offset, samples: read.append(u) or wave(u, offset, samples)
+  bank = reader._babble_bank(0, 800)
+  crops, voices = bank
+  assert crops.shape == (batches.BABBLE_BANK, 800)
+  np.testing.assert_array_equal(reader._babble_bank(batches.BABBLE_REFRESH - 1, 800)[0], crops)
+  fresh = batches.BatchReader(table, [pool.records], batches.BatchShape(4, 2, 40), 0)
+  np.testing.assert_array_equal(fresh._babble_bank(1, 800)[0], crops)  # Same in any process.
+  assert not np.array_equal(reader._babble_bank(batches.BABBLE_REFRESH, 800)[0], crops)
   label = table.speakers.index("s3~sp0.9")
+  own = table.speaker_voice[label]
   for seed in range(20):
-    crops = reader.babble(np.random.default_rng(seed), label, 5, 800)
-    assert crops.shape == (5, 800) and np.all(np.abs(crops).max(axis=1) > 0)
-  voices = {table.speakers[table.label[u]].split("~")[0] for u in read}
-  assert len(read) == 100 and "s3" not in voices and len(voices) == 7
+    picked = reader.babble(bank, np.random.default_rng(seed), label, 5, 800)
+    assert len(picked) == 5
+    rows = [int(np.flatnonzero((crops == p).all(axis=1))[0]) for p in picked]
+    assert own not in voices[rows] and len(set(voices[rows])) == 5
+
+
+def test_wave_path_without_augmentation_is_the_log_mel_path(tmp_path):
+  """With every augmentation probability at 0, log-mels of waveform crops (speed copies
+  warped the same way) are the stored log-mels' crops, away from the crop edges (utterances
+  longer than the crop: a wrapped-around crop joins samples here, frames there)."""
+  from hive import config as config_lib
+  from hive.data import waveform_augment
+  rng = np.random.default_rng(3)
+  records, utterances = [], []
+  for i in range(12):
+    wave = (rng.standard_normal(int(rng.integers(12000, 30000))) * 0.1).astype(np.float32)
+    records.append({"features": features.log_mel(wave), "waveform": wave})
+    utterances.append((0, i, f"s{i % 4}", 0, len(records[-1]["features"])))
+  table = batches.TrainingTable.build(utterances, (0.9, 1.1))
+  c = config_lib.wave_augment_config()
+  for kind in ("reverb", "noise", "music", "babble", "telephone", "bandpass", "gain"):
+    c[kind].probability = 0.0
+  shape = batches.BatchShape(6, 2, 50)
+  plain = batches.BatchReader(table, [records], shape, 1)(7)
+  waves = batches.BatchReader(table, [records], shape, 1,
+                              augmenter=waveform_augment.Augmenter(c))(7)
+  np.testing.assert_array_equal(plain["speaker"], waves["speaker"])
+  np.testing.assert_allclose(waves["features"][:, 3:-3], plain["features"][:, 3:-3], atol=2e-3)
 
 
 def test_wave_crops_give_the_stored_log_mel_frames():
@@ -339,9 +369,5 @@ def test_wave_crops_give_the_stored_log_mel_frames():
   piece = batches.crop_wave(wave, 30 * 160, 50 * 160)
   cropped = features.log_mel_batch(piece[None])[0, :50]
   np.testing.assert_allclose(cropped[2:-2], mel[32:78], atol=1e-4)
-  # Sped up: the crop of the resampled whole wave (to a fraction of a sample: compared as
-  # log-mels, which a sub-sample shift leaves alone), away from the edges.
-  from hive.data import waveform_augment
-  sped = features.log_mel(waveform_augment.change_speed(wave, 1.1))
-  piece = features.log_mel_batch(batches.crop_wave(wave, 40 * 160, 40 * 160, 1.1)[None])[0]
-  np.testing.assert_allclose(piece[2:38], sped[42:78], atol=0.05)
+  wrapped = batches.crop_wave((wave * 32768).astype(np.int16), 15000, 2000)
+  np.testing.assert_allclose(wrapped, np.r_[wave[15000:], wave[:1000]], atol=1 / 32768)

@@ -17,12 +17,15 @@ Rules worth knowing:
     to be invented.
   * Rows are speaker-major: `features.reshape(N, M, T, F)` recovers the grid.
   * Speed-perturbed speakers (`data.speed_factors`) are training speakers played faster
-    or slower, made on the fly from the original records: by warping the log-mel
-    (hive/features.py), or, with waveform augmentation, by resampling the waveform.
+    or slower, made on the fly from the original records by warping the log-mel in time and
+    frequency (hive/features.py; it approximates resampling the audio, and costs a 40 x 40
+    matmul where resampling every crop would cost more than the rest of the batch).
   * With waveform augmentation (`augment.wave`), rows are cropped from the stored 16 kHz
     waveforms, augmented (hive/data/waveform_augment.py; each row with its own generator,
     seeded by (seed, step, global row), so a row is the same however the batch is split),
-    then turned into log-mels in one batched FFT.
+    then turned into log-mels in one batched FFT. Babble without folders sums crops of other
+    training speakers from a bank of BABBLE_BANK crops, drawn anew from the training
+    utterances every BABBLE_REFRESH steps as a function of (seed, step).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ import numpy as np
 from hive import features as features_lib
 
 _PLAN_TAG = 0x706C616E  # "plan": keeps these draws apart from other users of (seed, step).
+_BABBLE_TAG = 0x62616262  # "babb"
+BABBLE_BANK = 64  # Crops of training speakers that babble is summed from.
+BABBLE_REFRESH = 10  # Steps a bank serves: its reads cost a fraction of one batch's.
 
 
 @dataclasses.dataclass
@@ -167,21 +173,12 @@ def crop(mel: np.ndarray, offset: int, crop_frames: int, factor: float = 1.0,
   return features_lib.speed_perturbed_frames(mel, frames, factor, feature_config)
 
 
-def crop_wave(wave: np.ndarray, start: int, samples: int, factor: float = 1.0) -> np.ndarray:
-  """float32 [samples] of the utterance `wave` played `factor` times faster (resampled, as
-  Kaldi's speed perturbation), from sample `start` of the sped-up audio, wrapping around past
-  its end."""
+def crop_wave(wave: np.ndarray, start: int, samples: int) -> np.ndarray:
+  """float32 [samples] of the utterance `wave` (int16 or float) from sample `start`,
+  wrapping around past its end."""
   wave = np.asarray(wave)
   scale = 1 / 32768 if wave.dtype == np.int16 else 1.0
-  if factor == 1.0:
-    return (wave[(start + np.arange(samples)) % len(wave)] * scale).astype(np.float32)
-  from hive.data import waveform_augment  # Resampling (soxr); the log-mel path never needs it.
-  margin = 64  # Resampling filter edge effects stay outside the crop.
-  need = int(np.ceil(samples * factor)) + 2 * margin
-  source = (int(start * factor) - margin + np.arange(need)) % len(wave)
-  sped = waveform_augment.change_speed((wave[source] * scale).astype(np.float32), factor)
-  first = int(round(margin / factor))
-  return np.resize(sped[first:first + samples], samples).astype(np.float32)
+  return (wave[(start + np.arange(samples)) % len(wave)] * scale).astype(np.float32)
 
 
 class BatchReader:
@@ -219,35 +216,63 @@ class BatchReader:
     return {"features": features, "speaker": plan["label"],
             "gender": t.speaker_gender[plan["label"]].astype(np.int32)}
 
-  def _wave(self, utterance: int, offset_frames: int, samples: int) -> np.ndarray:
+  def _wave(self, utterance: int, start_frame: int, samples: int) -> np.ndarray:
     wave = self.record(utterance).get("waveform")
     if wave is None:
       raise ValueError("waveform augmentation needs the prepared records' waveforms "
                        "(data.store_waveform)")
-    hop = self.feature_config.hop_length
-    return crop_wave(wave, offset_frames * hop, samples, float(self.table.factor[utterance]))
+    return crop_wave(wave, start_frame * self.feature_config.hop_length, samples)
 
-  def babble(self, rng: np.random.Generator, label: int, count: int, samples: int) -> np.ndarray:
-    """Crops of `count` distinct other voices from the training utterances (babble)."""
-    t = self.table
-    others = np.flatnonzero(t.speaker_voice != t.speaker_voice[label])
-    chosen = others[np.argsort(rng.random(len(others)))[:count]] if len(others) else others
-    crops = []
-    for other in chosen:
-      utterances = self.utterance_table[other][self.utterance_table[other] >= 0]
-      u = int(utterances[rng.integers(len(utterances))])
-      offset = int(rng.integers(max(1, t.num_frames[u])))
-      crops.append(self._wave(u, offset, samples))
-    return np.stack(crops) if crops else np.zeros((0, samples), np.float32)
+  def _babble_bank(self, step: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(crops [BABBLE_BANK, samples], their voices): a pure function of (seed, step //
+    BABBLE_REFRESH), kept for the steps it serves."""
+    key = (step // BABBLE_REFRESH, samples)
+    if getattr(self, "_bank_key", None) != key:
+      t = self.table
+      rng = np.random.default_rng([_BABBLE_TAG, self.seed, key[0]])
+      originals = np.flatnonzero(t.factor == 1.0)
+      chosen = originals[rng.integers(len(originals), size=BABBLE_BANK)]
+      starts = rng.random(BABBLE_BANK)
+      crops = np.stack([self._wave(int(u), int(s * t.num_frames[u]), samples)
+                        for u, s in zip(chosen, starts)])
+      self._bank, self._bank_key = (crops, t.speaker_voice[t.label[chosen]]), key
+    return self._bank
+
+  def babble(self, bank, rng: np.random.Generator, label: int, count: int,
+             samples: int) -> np.ndarray:
+    """Crops of up to `count` other voices (never the row's own, nor its speed copies)."""
+    crops, voices = bank
+    others = np.flatnonzero(voices != self.table.speaker_voice[label])
+    order = others[np.argsort(rng.random(len(others)))]
+    _, first = np.unique(voices[order], return_index=True)  # One crop per voice.
+    picked = order[np.sort(first)][:count]
+    return crops[picked, :samples]
 
   def _augmented(self, plan: dict, step: int) -> np.ndarray:
     from hive.data import waveform_augment
-    frames, hop = self.shape.crop_frames, self.feature_config.hop_length
-    waves = np.stack([self._wave(int(u), int(o), frames * hop)
-                      for u, o in zip(plan["utterance"], plan["offset"])])
+    t, crop_frames, hop = self.table, self.shape.crop_frames, self.feature_config.hop_length
+    factors = t.factor[plan["utterance"]].astype(np.float64)
+    # Enough audio for the slowest-consumed crop (factor > 1 reads more original frames),
+    # from the frame each row's crop starts at.
+    frames = int(np.ceil(crop_frames * max(1.0, factors.max()))) + 2
+    starts = np.floor(plan["offset"] * factors).astype(np.int64)
+    waves = np.stack([self._wave(int(u), int(s), frames * hop)
+                      for u, s in zip(plan["utterance"], starts)])
     rngs = waveform_augment.row_rngs(self.seed, step, plan["row"])
-    waves = self.augmenter(waves, plan["label"], rngs, babble=self.babble)
-    return features_lib.log_mel_batch(waves, self.feature_config)[:, :frames]
+    bank = self._babble_bank(step, frames * hop)
+    waves = self.augmenter(waves, plan["label"], rngs,
+                           babble=lambda rng, label, count, n: self.babble(bank, rng, label,
+                                                                           count, n))
+    mels = features_lib.log_mel_batch(waves, self.feature_config)
+    out = np.empty((len(waves), crop_frames, mels.shape[-1]), np.float32)
+    for row, (mel, factor, offset, start) in enumerate(zip(mels, factors, plan["offset"],
+                                                             starts)):
+      if factor == 1.0:
+        out[row] = mel[:crop_frames]
+      else:  # The sped-up crop's frames sit at original positions (offset + j) * factor.
+        positions = (offset + np.arange(crop_frames)) * factor - start
+        out[row] = features_lib.warped_frames(mel, positions, factor, self.feature_config)
+    return out
 
 
 def make_batches(reader: BatchReader, start_step: int = 0, workers: int = 0,
