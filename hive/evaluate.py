@@ -44,6 +44,7 @@ from hive.data import builder as builder_lib, input_pipeline, readers
 from hive.data.examples import Examples
 from hive.encoder import Encoder
 from hive.evaluator import VerificationEvaluator, utterances_per_speaker
+from hive.voiceid import thresholds
 
 
 FLAGS = flags.FLAGS
@@ -116,22 +117,6 @@ def evaluate(encoder: Encoder, examples: Examples, cohort=None, calibration=None
       encoder.params, encoder.embedding_mean, cohort=cohort, calibration=calibration)
 
 
-def model_cohort(encoder: Encoder) -> np.ndarray:
-  """The AS-Norm cohort of the encoder's workdir, made by this checkpoint and centring."""
-  cohort = workdir_lib.read_cohort(encoder.source) if encoder.source else None
-  file = f"{encoder.source}/{workdir_lib.COHORT_FILE}"
-  if cohort is None:
-    raise ValueError(f"{file}: no AS-Norm cohort; make one with python -m hive.evaluate "
-                     f"--workdir={encoder.source} --data=TRAINING_DATA --split=train "
-                     "--write_cohort")
-  made_for = (cohort["step"], cohort["centring"])
-  model = (encoder.step, workdir_lib.mean_digest(encoder.embedding_mean))
-  if made_for != model:
-    raise ValueError(f"{file}: made for step {made_for[0]}, centring {made_for[1]}; the model "
-                     f"is step {model[0]}, centring {model[1]}: rebuild it (--write_cohort)")
-  return cohort["embeddings"]
-
-
 def write_cohort(encoder: Encoder, embeddings, speakers, prefix: str = ""):
   """Writes the speakers' mean embeddings (names prefixed with the corpus) as the
   workdir's cohort, keeping the other speakers of a cohort of the same model."""
@@ -149,7 +134,6 @@ def write_cohort(encoder: Encoder, embeddings, speakers, prefix: str = ""):
 def read_calibration_option(value: str, encoder: Encoder) -> dict:
   """--calibration: 'model' (the workdir's, for this checkpoint and centring), or a file:
   a hive.evaluate report (its "calibration") or a calibration.json."""
-  from hive.voiceid import thresholds  # Loads the voice ID store module, not JAX.
   if value == "model":
     found = thresholds.model_calibration(encoder)
     if found is None:
@@ -285,7 +269,8 @@ def main(argv):
         single_utterance_only=FLAGS.segment_speakers == "single")
   calibration = (read_calibration_option(FLAGS.calibration, encoder) if FLAGS.calibration
                  else None)
-  cohort = model_cohort(encoder) if FLAGS.asnorm else None
+  asnorm = FLAGS.asnorm or (calibration or {}).get("scores") == "asnorm"
+  cohort = thresholds.model_cohort(encoder) if asnorm else None
   report = evaluate(encoder, examples, cohort=cohort, calibration=calibration, far=FLAGS.far,
                     p_target=FLAGS.p_target, bootstrap=FLAGS.bootstrap, seed=FLAGS.seed,
                     top_k=FLAGS.top_k)

@@ -27,8 +27,8 @@ The numbers (all pairs of utterances, cosine scoring):
   * with `bootstrap` resamples: eer_ci, min_dcf_ci, identification_accuracy_ci (95 %,
     a bootstrap over speakers, metrics.speaker_bootstrap), bootstrap_resamples, ...;
   * with a `cohort`: asnorm_* (eer, min_dcf, their thresholds, cllr, min_cllr, act_dcf,
-    identification_accuracy, far_threshold, calibration) of AS-Norm scores, asnorm_top_k,
-    asnorm_cohort_size.
+    identification_accuracy, far_threshold, far_thresholds, calibration) of AS-Norm
+    scores, asnorm_top_k, asnorm_cohort_size.
 Everything but the bootstrap and AS-Norm takes well under a second for 100k trials, so
 training's periodic dev evaluation computes it too.
 """
@@ -94,6 +94,12 @@ class VerificationEvaluator:
     report.update(metrics.verification(embeddings, examples.speakers, self.p_target))
     report.update(metrics.one_shot_identification(embeddings, examples.speakers,
                                                   examples.utterance_ids))
+    # A calibration records which scores it maps ("cosine", or "asnorm": AS-Norm's).
+    asnorm_calibration = None
+    if calibration is not None and calibration.get("scores", "cosine") == "asnorm":
+      if cohort is None:
+        raise ValueError("an AS-Norm calibration needs the model's AS-Norm cohort")
+      asnorm_calibration, calibration = calibration, None
     scores, labels = metrics.all_pairs_trials(embeddings, examples.speakers)
     report.update(score_report(scores, labels, self.far, self.p_target, calibration))
     report.update(metrics.open_set_identification(embeddings, examples.speakers,
@@ -104,7 +110,7 @@ class VerificationEvaluator:
                                               examples.utterance_ids, self.bootstrap,
                                               self.seed, self.p_target))
     if cohort is not None:
-      report.update(self.asnorm_report(embeddings, cohort))
+      report.update(self.asnorm_report(embeddings, cohort, asnorm_calibration))
     labelled = examples.genders >= 0
     if labelled.any():
       female = p_female[labelled] > 0.5
@@ -115,8 +121,9 @@ class VerificationEvaluator:
     report["_embeddings"] = embeddings
     return report
 
-  def asnorm_report(self, embeddings, cohort) -> dict:
-    """The verification and identification numbers of AS-Norm scores, prefixed asnorm_."""
+  def asnorm_report(self, embeddings, cohort, calibration: dict | None = None) -> dict:
+    """The verification and identification numbers of AS-Norm scores, prefixed asnorm_
+    (`calibration`: one of AS-Norm scores to apply instead of fitting one)."""
     cohort = np.asarray(cohort)
     if cohort.ndim != 2 or cohort.shape[1] != np.shape(embeddings)[1]:
       raise ValueError(f"an AS-Norm cohort of {np.shape(embeddings)[1]}-d embeddings is "
@@ -130,8 +137,7 @@ class VerificationEvaluator:
     dcf, dcf_threshold = metrics.min_dcf(scores, labels, self.p_target)
     numbers = {"eer": rate, "eer_threshold": rate_threshold, "min_dcf": dcf,
                "min_dcf_threshold": dcf_threshold}
-    numbers.update(score_report(scores, labels, self.far, self.p_target))
-    del numbers["far_thresholds"]
+    numbers.update(score_report(scores, labels, self.far, self.p_target, calibration))
     numbers.update(metrics.one_shot_identification_scores(matrix, speakers,
                                                           self.examples.utterance_ids))
     numbers.update({"top_k": min(self.top_k, len(cohort)), "cohort_size": len(cohort)})

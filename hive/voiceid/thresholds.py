@@ -122,10 +122,21 @@ def _check_model(where, record: dict, model: dict | None) -> None:
                          f"would calibrate has {ours}")
 
 
-def calibration_from_file(path, model: dict | None = None) -> dict:
-  """The calibration record of a hive.evaluate report (its "calibration" and
-  "far_thresholds") or of a calibration.json, checked against `model` (a model record):
-  same checkpoint step and training mean."""
+SCORES = ("cosine", "asnorm")
+
+
+def calibration_from_file(path, model: dict | None = None, scores: str = "auto") -> dict:
+  """The calibration record of a hive.evaluate report or of a calibration.json, checked
+  against `model` (a model record): same checkpoint step and training mean.
+
+  From a report, `scores` chooses which of its calibrations: "cosine", "asnorm" (a report
+  of `hive.evaluate --asnorm`), or "auto": AS-Norm's when the report has it and its
+  calibrated cllr is lower (AS-Norm is the model's default only where it was measured to
+  win), else the cosine's. The record keeps the report's thresholds by false-accept rate
+  for the same scores, and both cllr values.
+  """
+  if scores not in SCORES + ("auto",):
+    raise VoiceIdError(f"--scores={scores}: expected one of auto, {', '.join(SCORES)}")
   path = pathlib.Path(path)
   if not path.is_file():
     raise VoiceIdError(f"{path}: no such report or calibration file")
@@ -135,25 +146,43 @@ def calibration_from_file(path, model: dict | None = None) -> dict:
   _check_model(path, found, model)
   if found.get("format") == CALIBRATION_FORMAT:
     record = dict(found)
+    record.setdefault("scores", "cosine")
+    if scores != "auto" and record["scores"] != scores:
+      raise VoiceIdError(f"{path}: calibrates {record['scores']} scores, not {scores}")
   else:
-    fit = found.get("calibration")
-    if not isinstance(fit, dict):
+    if not isinstance(found.get("calibration"), dict):
       raise VoiceIdError(f"{path}: no calibration (is it a hive.evaluate --out report from "
                          "this version of hive?)")
-    record = {"format": CALIBRATION_FORMAT, "version": 1,
+    has_asnorm = isinstance(found.get("asnorm_calibration"), dict)
+    if scores == "asnorm" and not has_asnorm:
+      raise VoiceIdError(f"{path}: no AS-Norm numbers (evaluate with hive.evaluate --asnorm)")
+    if scores == "auto":
+      wins = has_asnorm and (found.get("asnorm_cllr") or math.inf) < (found.get("cllr")
+                                                                      or math.inf)
+      scores = "asnorm" if wins else "cosine"
+    prefix = "asnorm_" if scores == "asnorm" else ""
+    fit = found[prefix + "calibration"]
+    record = {"format": CALIBRATION_FORMAT, "version": 1, "scores": scores,
               "slope": fit.get("slope"), "offset": fit.get("offset"),
               "prior": fit.get("prior"), "fitted_on": fit.get("source"),
-              "source": str(path), "far_thresholds": found.get("far_thresholds", []),
+              "source": str(path), "far_thresholds": found.get(prefix + "far_thresholds", []),
+              **{k: found.get(prefix + k) for k in ("cllr", "min_cllr", "act_dcf", "eer",
+                                                    "eer_threshold")},
               **{k: found.get(k) for k in ("checkpoint_step", "centring", "data", "split",
                                            "segment_seconds", "num_trials",
-                                           "num_target_trials", "cllr", "min_cllr",
-                                           "act_dcf", "p_target", "eer", "eer_threshold")}}
+                                           "num_target_trials", "p_target")},
+              "cosine_cllr": found.get("cllr"), "asnorm_cllr": found.get("asnorm_cllr")}
+    if scores == "asnorm":
+      record.update(top_k=found.get("asnorm_top_k"), cohort_size=found.get("asnorm_cohort_size"))
   for key in ("slope", "offset"):
     if not isinstance(record.get(key), (int, float)) or not math.isfinite(record[key]):
       raise VoiceIdError(f"{path}: calibration {key} {record.get(key)!r} is not a number")
   if not record["slope"] > 0:
     raise VoiceIdError(f"{path}: calibration slope {record['slope']} is not positive: the "
                        "scores it was fitted on do not tell speakers apart")
+  if record["scores"] == "asnorm" and not (isinstance(record.get("top_k"), int)
+                                           and record["top_k"] >= 2):
+    raise VoiceIdError(f"{path}: an AS-Norm calibration needs its top_k (an integer >= 2)")
   return record
 
 
@@ -187,13 +216,14 @@ def save_model_calibration(encoder, record: dict):
 
 
 def llr(calibration: dict, score: float) -> float:
-  """The calibrated log-likelihood ratio of a cosine score."""
+  """The calibrated log-likelihood ratio of a score of the calibration's kind."""
   return float(scoring.to_llr(score, calibration["slope"], calibration["offset"]))
 
 
 def threshold_at_far(calibration: dict, far: float, where: str = "--far") -> float:
-  """The cosine threshold at false-accept rate `far`, from the calibration's table
-  (linear in log far between its rows; outside them, an error naming the range)."""
+  """The threshold at false-accept rate `far` on the calibration's scores (cosines, or
+  AS-Norm scores), from its table (linear in log far between its rows; outside them, an
+  error naming the range)."""
   if not 0 < far < 1:
     raise VoiceIdError(f"{where}={far}: a false-accept rate is in (0, 1)")
   table = sorted(calibration.get("far_thresholds") or [])
@@ -206,17 +236,16 @@ def threshold_at_far(calibration: dict, far: float, where: str = "--far") -> flo
     raise VoiceIdError(f"{where}={far:g}: the calibration measured false-accept rates from "
                        f"{fars[0]:g} to {fars[-1]:g} only (its trials: "
                        f"{calibration.get('source')})")
-  value = float(np.interp(np.log(far), np.log(fars), thresholds))
-  return check_threshold(value, f"{where}={far:g}")
+  return float(np.interp(np.log(far), np.log(fars), thresholds))
 
 
 def threshold_for_prior(calibration: dict, prior: float, where: str = "--prior") -> float:
-  """The cosine at which the calibrated LLR reaches the Bayes threshold of `prior`."""
+  """The score (the calibration's kind) whose LLR is the Bayes threshold of `prior`."""
   if not 0 < prior < 1:
     raise VoiceIdError(f"{where}={prior}: a prior is in (0, 1)")
   value = scoring.score_at_llr(scoring.bayes_threshold(prior), calibration["slope"],
                                calibration["offset"])
-  if not -1 <= value <= 1:
+  if calibration.get("scores", "cosine") == "cosine" and not -1 <= value <= 1:
     raise VoiceIdError(f"{where}={prior:g}: the calibrated decision needs a cosine of "
                        f"{value:.3f}, which no score reaches; choose a prior nearer 0.5")
   return float(value)
@@ -236,3 +265,71 @@ def chosen_threshold(calibration: dict | None, far: float | None, prior: float |
   if far is not None:
     return threshold_at_far(calibration, far), f"at false-accept rate {far:g}"
   return threshold_for_prior(calibration, prior), f"Bayes decision at prior {prior:g}"
+
+
+def model_cohort(encoder) -> np.ndarray:
+  """The AS-Norm cohort [C, D] of the encoder's workdir, made by this checkpoint and
+  centring; VoiceIdError saying how to make one otherwise."""
+  file = f"{encoder.source}/{workdir_lib.COHORT_FILE}"
+  try:
+    cohort = workdir_lib.read_cohort(encoder.source) if encoder.source else None
+  except workdir_lib.BadWorkdirFile as e:
+    raise VoiceIdError(str(e)) from None
+  if cohort is None:
+    raise VoiceIdError(f"{file}: no AS-Norm cohort; make one with python -m hive.evaluate "
+                       f"--workdir={encoder.source} --data=TRAINING_DATA --split=train "
+                       "--write_cohort")
+  made_for = (cohort["step"], cohort["centring"])
+  model = (encoder.step, workdir_lib.mean_digest(encoder.embedding_mean))
+  if made_for != model:
+    raise VoiceIdError(f"{file}: made for step {made_for[0]}, centring {made_for[1]}; the "
+                       f"model is step {model[0]}, centring {model[1]}: rebuild it "
+                       "(hive.evaluate --write_cohort)")
+  return cohort["embeddings"]
+
+
+def calibrated_scores(calibration: dict, enrolled, probe, cohort=None) -> np.ndarray:
+  """The scores `calibration` maps, of `probe` [D] against each of `enrolled` [E, D]: their
+  cosines, or for an AS-Norm calibration their AS-Norm scores against `cohort` [C, D]."""
+  enrolled = scoring.unit_rows(np.atleast_2d(enrolled))
+  probe = scoring.unit_rows(np.atleast_2d(probe))
+  cosines = enrolled @ probe.T  # [E, 1]
+  if calibration.get("scores", "cosine") == "cosine":
+    return cosines[:, 0]
+  if cohort is None:
+    raise VoiceIdError("an AS-Norm calibration needs the model's AS-Norm cohort")
+  cohort = scoring.unit_rows(cohort)
+  top_k = int(calibration["top_k"])
+  stats_e = scoring.asnorm_stats(enrolled @ cohort.T, top_k)
+  stats_p = scoring.asnorm_stats(probe @ cohort.T, top_k)
+  return scoring.asnorm(cosines, stats_e, stats_p)[:, 0]
+
+
+def score_name(calibration: dict | None) -> str:
+  return "AS-Norm score" if (calibration or {}).get("scores") == "asnorm" else "cosine"
+
+
+def identify_calibrated(store: dict, embedding, calibration: dict, cohort=None,
+                        threshold: float | None = None, top: int = 3) -> dict:
+  """Identification on calibrated scores: the enrolled speakers ranked by the calibration's
+  scores (cosines or AS-Norm), each with its cosine ("score") and LLR. With a `threshold`
+  (on the calibration's scores) the best is accepted at or above it ("speaker": None
+  below); without one, "speaker" is left to the caller."""
+  names = sorted(store["speakers"])
+  if not names:
+    raise VoiceIdError("the speaker store is empty: enroll speakers first")
+  enrolled = np.array([store["speakers"][n]["embedding"] for n in names], np.float64)
+  values = calibrated_scores(calibration, enrolled, embedding, cohort)
+  cosines = calibrated_scores({"scores": "cosine"}, enrolled, embedding)
+  order = np.argsort(-values, kind="stable")  # Ties: alphabetical, as store.scores.
+  best = order[0]
+  result = {"best": names[best], "score": float(cosines[best]),
+            "calibrated_score": float(values[best]), "scores": calibration.get("scores",
+                                                                               "cosine"),
+            "llr": llr(calibration, values[best]),
+            "candidates": [{"speaker": names[i], "score": float(cosines[i]),
+                            "llr": llr(calibration, values[i])} for i in order[:top]]}
+  if threshold is not None:
+    result["speaker"] = names[best] if values[best] >= threshold else None
+    result["threshold"] = float(threshold)
+  return result
