@@ -29,6 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.trim_silence = False
   c.data.dev_fraction = 0.2  # Speakers held out for dev EER (speaker-disjoint).
   c.data.dev_speakers = ()  # Explicit dev speakers; overrides dev_fraction when given.
+  # A file of dev speakers, one a line ('#' comments), like dev_speakers (which it joins).
+  c.data.dev_speakers_file = ""
   c.data.split_seed = 0
   c.data.n_speakers = 16  # N: speakers per batch.
   c.data.n_utterances = 8  # M: utterances per speaker.

@@ -103,9 +103,10 @@ def prepare_corpora(config) -> list[PreparedCorpus]:
   features, stored = feature_config(data_config), storage(config)
   corpora = []
   for root in roots:
-    if jax.process_index() == 0:
-      builder_lib.prepare(root, data_config.data_dir or None, features, storage=stored)
-    _sync(f"hive-prepared-{root}")
+    if jax.process_count() > 1:  # Process 0 prepares; the others then find its cache.
+      if jax.process_index() == 0:
+        builder_lib.prepare(root, data_config.data_dir or None, features, storage=stored)
+      _sync(f"hive-prepared-{root}")
     builder, report = builder_lib.prepare(root, data_config.data_dir or None, features,
                                           storage=stored)
     corpora.append(PreparedCorpus(root, corpus_prefix(root) if len(roots) > 1 else "", builder,
@@ -188,6 +189,18 @@ def degraded(examples: examples_lib.Examples, waves, spec: str,
                              num_frames=np.array([len(m) for m in mels], np.int32))
 
 
+def listed_dev_speakers(data_config) -> list[str] | None:
+  """`data.dev_speakers` and the speakers of `data.dev_speakers_file`; None when neither."""
+  listed = list(data_config.dev_speakers or ())
+  if data_config.get("dev_speakers_file"):
+    path = pathlib.Path(data_config.dev_speakers_file)
+    if not path.is_file():
+      raise FileNotFoundError(f"{path}: no such dev speaker list (data.dev_speakers_file)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    listed += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+  return listed or None
+
+
 def read_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int = 0,
                     max_utterances: int = 0, seed: int = 0, degrade: str = "",
                     features: features_lib.FeatureConfig = features_lib.FeatureConfig()
@@ -216,9 +229,8 @@ def load_inputs(config) -> Inputs:
   data, evaluation = config.data, config.eval
   corpora = prepare_corpora(config)
   speakers = [s for c in corpora for s in c.speakers]
-  dev_speakers = list(data.dev_speakers) if data.get("dev_speakers") else None
   train_speakers, dev_speakers = split_speakers(speakers, data.dev_fraction, data.split_seed,
-                                                dev_speakers)
+                                                listed_dev_speakers(data))
   table = training_table(corpora, train_speakers, data.get("speed_factors", ()))
   scored = dev_speakers
   if evaluation.max_speakers and len(scored) > evaluation.max_speakers:
