@@ -750,7 +750,7 @@ class Augmenter:
         where = f"{len(source)} files under {', '.join(source.dirs)}"
       else:
         where = {"noise": "generated coloured noise", "music": "no folder: never applied",
-                 "babble": "the batch's other speakers"}[kind]
+                 "babble": "other training speakers"}[kind]
       lines.append(f"{kind} p={c[kind].probability:g} SNR {tuple(c[kind].snr_db)} dB ({where})")
     for kind in ("telephone", "bandpass", "gain"):
       if c[kind].probability > 0:
