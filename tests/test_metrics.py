@@ -214,3 +214,174 @@ def test_all_pairs_trials():
   scores, labels = metrics.all_pairs_trials(embeddings, ["s", "s", "t"])
   np.testing.assert_allclose(scores, [1.0, 0.0, 0.0], atol=1e-12)  # pairs (0,1), (0,2), (1,2)
   np.testing.assert_array_equal(labels, [True, False, False])
+
+
+# ---------------------------------------------------------------- calibration quality
+
+
+def test_cllr_by_hand_and_min_cllr_of_calibrated_llrs():
+  # Two score values. Targets: 3 at "high", 1 at "low"; non-targets: 1 high, 3 low. The
+  # calibrated LLR of "high" is log(P(high | target) / P(high | non-target)) = log(3/4 / 1/4)
+  # = log 3, of "low" -log 3. Cllr = (3/4 log2(1 + 1/3) + 1/4 log2(1 + 3)) for each class:
+  # 0.75 * log2(4/3) + 0.25 * 2 = 0.8113.
+  scores, labels = _trials([1, 1, 1, 0], [1, 0, 0, 0])
+  llrs = np.where(scores == 1, np.log(3), -np.log(3))
+  expected = 0.75 * math.log2(4 / 3) + 0.25 * 2
+  assert metrics.cllr(llrs, labels) == pytest.approx(expected, abs=1e-12)
+  # These LLRs are already the best monotonic map of the scores (PAV finds the same).
+  assert metrics.min_cllr(scores, labels) == pytest.approx(expected, abs=1e-12)
+  np.testing.assert_allclose(metrics.pav_llrs(scores, labels), llrs, atol=1e-12)
+  # LLRs that say nothing cost exactly 1 bit; the same LLRs with the wrong sign more.
+  assert metrics.cllr(np.zeros(8), labels) == pytest.approx(1.0, abs=1e-12)
+  assert metrics.cllr(-llrs, labels) > 1.0
+
+
+def test_min_cllr_lower_bounds_cllr_and_ignores_monotonic_maps():
+  rng = np.random.default_rng(4)
+  scores, labels = _trials(rng.normal(1.5, 1, 300), rng.normal(0, 1, 2000))
+  lowest = metrics.min_cllr(scores, labels)
+  for slope, offset in ((1.0, 0.0), (3.0, -2.0), (0.5, 1.0), (2.5, -3.75)):
+    assert lowest <= metrics.cllr(slope * scores + offset, labels)
+  # Discrimination alone: any increasing map of the scores leaves it as it is.
+  assert metrics.min_cllr(np.exp(scores), labels) == pytest.approx(lowest, abs=1e-12)
+  assert metrics.min_cllr(7 * scores - 3, labels) == pytest.approx(lowest, abs=1e-12)
+  # Perfectly separated scores: PAV gives +-inf LLRs, which cost nothing.
+  assert metrics.min_cllr(*_trials([2.0, 3.0], [0.0, 1.0])) == 0.0
+
+
+def test_pav_keeps_ties_together():
+  # A target and a non-target share 0.5: one pool, so one LLR (posterior 1/2 against the
+  # empirical prior 2/4: LLR 0).
+  scores, labels = _trials([0.9, 0.5], [0.5, 0.1])
+  llrs = metrics.pav_llrs(scores, labels)
+  assert llrs[1] == llrs[2] == pytest.approx(0.0, abs=1e-12)
+  assert llrs[0] == np.inf and llrs[3] == -np.inf
+
+
+def test_detection_cost_by_hand():
+  # Accepting >= 0.5: misses 1 of 4 targets (0.4), false accepts 1 of 4 (0.6).
+  scores, labels = _trials([0.9, 0.8, 0.7, 0.4], [0.6, 0.3, 0.2, 0.1])
+  cost = metrics.detection_cost(scores, labels, 0.5, p_target=0.1)
+  assert cost == pytest.approx((0.1 * 0.25 + 0.9 * 0.25) / 0.1)
+  # Whatever threshold it is given, it never beats minDCF on the same trials.
+  for threshold in np.linspace(0, 1, 11):
+    assert cost >= metrics.min_dcf(scores, labels, 0.1)[0] - 1e-12
+
+
+# ---------------------------------------------------------------- operating points
+
+
+def test_threshold_at_far_by_hand():
+  # Non-targets 0.1 .. 1.0 (ten), targets 0.55, 0.85, 0.95. FAR 0.2 allows two false
+  # accepts (0.9 and 1.0); the most accepting threshold that keeps it there is the next
+  # score down, the target 0.85: it misses only 0.55, FRR 1/3.
+  scores, labels = _trials([0.55, 0.85, 0.95], np.arange(1, 11) / 10)
+  threshold, far, frr = metrics.threshold_at_far(scores, labels, 0.2)
+  assert (threshold, far, frr) == (0.85, pytest.approx(0.2), pytest.approx(1 / 3))
+  # 0.15 allows one false accept (1.0): down to the target 0.95, FAR 0.1, FRR 2/3.
+  assert metrics.threshold_at_far(scores, labels, 0.15) == (0.95, pytest.approx(0.1),
+                                                            pytest.approx(2 / 3))
+  # Not even one: nothing can be accepted.
+  assert metrics.threshold_at_far(scores, labels, 0.05)[0] == np.inf
+  with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+    metrics.threshold_at_far(scores, labels, 1.5)
+  # The table keeps the rates ten non-targets can measure (>= 0.1), thresholds falling:
+  # FAR 0.5 lets 0.6 .. 1.0 through and reaches down to the target 0.55 (FRR 0).
+  table = metrics.far_table(scores, labels)
+  assert [row[0] for row in table] == [0.1, 0.2, 0.5]
+  assert [row[1] for row in table] == pytest.approx([0.95, 0.85, 0.55])
+  assert [row[2] for row in table] == pytest.approx([2 / 3, 1 / 3, 0.0])
+
+
+def test_open_set_identification_by_hand():
+  # Speakers A, B, C, D (sorted): A and C are enrolled (every other), each with its first
+  # utterance by id. Probes: a1 (A), c1 (C), b0, b1 (B), d0 (D).
+  rows = [("a0", "A", [1.0, 0.0, 0.0]), ("a1", "A", [0.9, 0.1, 0.0]),   # a1 -> A, 0.99
+          ("c0", "C", [0.0, 1.0, 0.0]), ("c1", "C", [0.6, 0.5, 0.6]),   # c1 -> A (0.69 > 0.58)
+          ("b0", "B", [0.0, 0.0, 1.0]),                                # b0: best 0.0
+          ("b1", "B", [0.0, 0.95, 0.3]),                               # b1 -> C, 0.95
+          ("d0", "D", [0.3, 0.0, 0.95])]                               # d0 -> A, 0.30
+  ids, speakers, embeddings = zip(*rows)
+  result = metrics.open_set_identification(np.array(embeddings), speakers, ids, threshold=0.5)
+  assert result["open_set_enrolled_speakers"] == 2
+  assert (result["open_set_known_probes"], result["open_set_unknown_probes"]) == (2, 3)
+  assert result["open_set_false_alarm_rate"] == pytest.approx(1 / 3)  # b1 taken for C.
+  assert result["open_set_miss_rate"] == 0.0
+  assert result["open_set_confusion_rate"] == pytest.approx(0.5)  # c1 taken for A.
+  assert result["open_set_correct_rate"] == pytest.approx(0.5)
+  strict = metrics.open_set_identification(np.array(embeddings), speakers, ids, threshold=0.98)
+  assert strict["open_set_false_alarm_rate"] == 0.0
+  assert strict["open_set_miss_rate"] == pytest.approx(0.5)  # c1 (0.69) rejected, a1 kept.
+  assert strict["open_set_confusion_rate"] == 0.0
+
+
+# ---------------------------------------------------------------- bootstrap over speakers
+
+
+def test_trial_weights_by_hand():
+  # Speakers 0, 1, 2 drawn 2, 0, 1 times. Trials: (0, 0) target, (0, 1), (0, 2), (2, 2).
+  counts = np.array([[2, 0, 1]])
+  weights = metrics.trial_weights(counts, [0, 0, 0, 2], [0, 1, 2, 2])
+  np.testing.assert_array_equal(weights, [[2, 0, 2, 1]])
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_weighted_rates_are_rates_of_repeated_trials(index):
+  scores, labels = _score_sets()[index]  # Several of them full of ties.
+  eer, dcf = metrics.weighted_eer_min_dcf(scores, labels, np.ones((1, len(scores))))
+  assert eer[0] == pytest.approx(metrics.eer(scores, labels)[0], abs=1e-12)
+  assert dcf[0] == pytest.approx(metrics.min_dcf(scores, labels)[0], abs=1e-12)
+  # Whole-number weights are the rates of the trials repeated that often.
+  rng = np.random.default_rng(index)
+  weights = rng.integers(0, 4, size=(3, len(scores)))
+  weights[:, np.flatnonzero(labels)[0]] += 1  # Both classes keep a trial.
+  weights[:, np.flatnonzero(~labels)[0]] += 1
+  eers, dcfs = metrics.weighted_eer_min_dcf(scores, labels, weights, p_target=0.05)
+  for row, (e, d) in enumerate(zip(eers, dcfs)):
+    s, l = np.repeat(scores, weights[row]), np.repeat(labels, weights[row])
+    assert e == pytest.approx(metrics.eer(s, l)[0], abs=1e-12)
+    assert d == pytest.approx(metrics.min_dcf(s, l, 0.05)[0], abs=1e-12)
+  # A weighting that leaves no target is nan, not an error.
+  no_targets = np.where(labels, 0, 1)[None, :]
+  assert np.isnan(metrics.weighted_eer_min_dcf(scores, labels, no_targets)[0]).all()
+
+
+def _speakers(num_speakers, per_speaker, seed, spread=1.0):
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(num_speakers, 16))
+  speakers = np.repeat(np.arange(num_speakers), per_speaker)
+  embeddings = centres[speakers] + spread * rng.normal(size=(len(speakers), 16))
+  ids = [f"{s:04d}-{u}" for s in range(num_speakers) for u in range(per_speaker)]
+  return embeddings, speakers, ids
+
+
+def test_resample_counts_draw_as_many_speakers_as_there_are():
+  counts = metrics.resample_counts(7, 50, seed=3)
+  assert counts.shape == (50, 7) and (counts.sum(axis=1) == 7).all()
+  np.testing.assert_array_equal(counts, metrics.resample_counts(7, 50, seed=3))
+  assert (counts.max(axis=1) > 1).any()  # With replacement.
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_speakers():
+  widths = []
+  for num_speakers in (20, 200):
+    embeddings, speakers, ids = _speakers(num_speakers, 4, seed=6, spread=1.2)
+    report = metrics.speaker_bootstrap(embeddings, speakers, ids, resamples=300, seed=1)
+    point = metrics.verification(embeddings, speakers)
+    identification = metrics.one_shot_identification(embeddings, speakers, ids)
+    lo, hi = report["eer_ci"]
+    assert lo <= point["eer"] <= hi
+    assert report["min_dcf_ci"][0] <= point["min_dcf"] <= report["min_dcf_ci"][1]
+    lo_id, hi_id = report["identification_accuracy_ci"]
+    assert lo_id <= identification["identification_accuracy"] <= hi_id
+    widths.append((hi - lo, hi_id - lo_id))
+  assert widths[1][0] < widths[0][0] / 2 and widths[1][1] < widths[0][1] / 2
+  assert report["bootstrap_resamples"] == 300
+  # Seeded: the same seed gives the same intervals, another seed others.
+  again = metrics.speaker_bootstrap(embeddings, speakers, ids, resamples=300, seed=1)
+  assert again == report
+  assert metrics.speaker_bootstrap(embeddings, speakers, ids, 300, seed=2) != report
+  # Every test utterance right: every resample is too.
+  easy, easy_speakers, easy_ids = _speakers(30, 3, seed=7, spread=0.01)
+  easy_report = metrics.speaker_bootstrap(easy, easy_speakers, easy_ids, 50)
+  assert easy_report["identification_accuracy_ci"] == [1.0, 1.0]
