@@ -79,6 +79,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("bootstrap", 0, "Resamples of the speakers for 95 % confidence "
                        "intervals (eer_ci, min_dcf_ci, identification_accuracy_ci); 0: none.")
   flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
+  flags.DEFINE_float("calibration_prior", 0.5, "Prior the calibration is fitted at (0.5 "
+                     "minimises cllr; a low-prior application may prefer its p_target).")
   flags.DEFINE_bool("asnorm", False, "Also score with AS-Norm against the model's cohort "
                     "(asnorm_* numbers).")
   flags.DEFINE_integer("top_k", 100, "AS-Norm: the highest cohort scores kept per side.")
@@ -245,7 +247,7 @@ def main(argv):
     raise app.UsageError("--workdir and --data are required")
   if FLAGS.segment_seconds < 0:
     raise app.UsageError(f"--segment_seconds must be >= 0, got {FLAGS.segment_seconds}")
-  for name in ("far", "p_target"):
+  for name in ("far", "p_target", "calibration_prior"):
     if not 0 < getattr(FLAGS, name) < 1:
       raise app.UsageError(f"--{name} must be in (0, 1), got {getattr(FLAGS, name)}")
   if FLAGS.bootstrap < 0:
@@ -273,7 +275,7 @@ def main(argv):
   cohort = thresholds.model_cohort(encoder) if asnorm else None
   report = evaluate(encoder, examples, cohort=cohort, calibration=calibration, far=FLAGS.far,
                     p_target=FLAGS.p_target, bootstrap=FLAGS.bootstrap, seed=FLAGS.seed,
-                    top_k=FLAGS.top_k)
+                    top_k=FLAGS.top_k, calibration_prior=FLAGS.calibration_prior)
   embeddings = report.pop("_embeddings")
   if FLAGS.write_cohort:
     if FLAGS.split != "train":

@@ -28,7 +28,8 @@ The numbers (all pairs of utterances, cosine scoring):
     a bootstrap over speakers, metrics.speaker_bootstrap), bootstrap_resamples, ...;
   * with a `cohort`: asnorm_* (eer, min_dcf, their thresholds, cllr, min_cllr, act_dcf,
     identification_accuracy, far_threshold, far_thresholds, calibration) of AS-Norm
-    scores, asnorm_top_k, asnorm_cohort_size.
+    scores, asnorm_top_k, asnorm_cohort_size; with the bootstrap too, their intervals and
+    the paired intervals of the change from cosine scores (asnorm_eer_change_ci, ...).
 Everything but the bootstrap and AS-Norm takes well under a second for 100k trials, so
 training's periodic dev evaluation computes it too.
 """
@@ -54,13 +55,14 @@ class VerificationEvaluator:
   def __init__(self, embedder: Embedder, examples: Examples,
                centring_examples: Examples | None = None, hop_seconds: float = 0.01,
                far: float = 0.01, p_target: float = 0.01, bootstrap: int = 0, seed: int = 0,
-               top_k: int = 100):
+               top_k: int = 100, calibration_prior: float = 0.5):
     """`centring_examples`: training utterances whose mean embedding, under the parameters
     being evaluated, centres the embeddings (as the training mean of a finished model
     does); without them, `run` centres with the `mean` it is given, if any. `far`: the
     target false-accept rate of far_threshold and the open-set rates; `p_target`: the
     prior of min_dcf and act_dcf; `bootstrap`: resamples of the speakers for confidence
-    intervals (0: none), seeded by `seed`; `top_k`: AS-Norm's cohort size per side."""
+    intervals (0: none), seeded by `seed`; `top_k`: AS-Norm's cohort size per side;
+    `calibration_prior`: the prior the calibration is fitted at."""
     if not (utterances_per_speaker(examples.speakers) >= 2).any():
       raise ValueError("every speaker has a single utterance, so there is no same-speaker "
                        "trial; score segments instead (--segment_seconds)")
@@ -74,6 +76,7 @@ class VerificationEvaluator:
     self.hop_seconds = hop_seconds
     self.far, self.p_target = far, p_target
     self.bootstrap, self.seed, self.top_k = bootstrap, seed, top_k
+    self.calibration_prior = calibration_prior
 
   def run(self, params, mean=None, cohort=None, calibration: dict | None = None) -> dict:
     """The numbers for `params`; the embeddings it scored are returned under '_embeddings'.
@@ -101,16 +104,22 @@ class VerificationEvaluator:
         raise ValueError("an AS-Norm calibration needs the model's AS-Norm cohort")
       asnorm_calibration, calibration = calibration, None
     scores, labels = metrics.all_pairs_trials(embeddings, examples.speakers)
-    report.update(score_report(scores, labels, self.far, self.p_target, calibration))
+    report.update(score_report(scores, labels, self.far, self.p_target, calibration,
+                               self.calibration_prior))
     report.update(metrics.open_set_identification(embeddings, examples.speakers,
                                                   examples.utterance_ids,
                                                   report["far_threshold"]))
+    counts = samples = None
     if self.bootstrap:
-      report.update(metrics.speaker_bootstrap(embeddings, examples.speakers,
-                                              examples.utterance_ids, self.bootstrap,
-                                              self.seed, self.p_target))
+      counts = metrics.resample_counts(report["num_speakers"], self.bootstrap, self.seed)
+      samples = metrics.bootstrap_samples(metrics.cosine_matrix(embeddings), examples.speakers,
+                                          examples.utterance_ids, counts, self.p_target)
+      report.update({f"{k}_ci": metrics.percentile_interval(v) for k, v in samples.items()})
+      report.update(bootstrap_resamples=self.bootstrap, bootstrap_seed=self.seed,
+                    bootstrap_level=0.95)
     if cohort is not None:
-      report.update(self.asnorm_report(embeddings, cohort, asnorm_calibration))
+      report.update(self.asnorm_report(embeddings, cohort, asnorm_calibration, counts,
+                                       samples))
     labelled = examples.genders >= 0
     if labelled.any():
       female = p_female[labelled] > 0.5
@@ -121,9 +130,13 @@ class VerificationEvaluator:
     report["_embeddings"] = embeddings
     return report
 
-  def asnorm_report(self, embeddings, cohort, calibration: dict | None = None) -> dict:
+  def asnorm_report(self, embeddings, cohort, calibration: dict | None = None, counts=None,
+                    cosine_samples: dict | None = None) -> dict:
     """The verification and identification numbers of AS-Norm scores, prefixed asnorm_
-    (`calibration`: one of AS-Norm scores to apply instead of fitting one)."""
+    (`calibration`: one of AS-Norm scores to apply instead of fitting one). With the
+    bootstrap's resample `counts` and the cosine scores' samples under them: their
+    intervals (asnorm_eer_ci, ...) and the paired intervals of the change from cosine
+    scoring (asnorm_eer_change_ci, ...: below 0 for EER and minDCF means AS-Norm wins)."""
     cohort = np.asarray(cohort)
     if cohort.ndim != 2 or cohort.shape[1] != np.shape(embeddings)[1]:
       raise ValueError(f"an AS-Norm cohort of {np.shape(embeddings)[1]}-d embeddings is "
@@ -137,21 +150,30 @@ class VerificationEvaluator:
     dcf, dcf_threshold = metrics.min_dcf(scores, labels, self.p_target)
     numbers = {"eer": rate, "eer_threshold": rate_threshold, "min_dcf": dcf,
                "min_dcf_threshold": dcf_threshold}
-    numbers.update(score_report(scores, labels, self.far, self.p_target, calibration))
+    numbers.update(score_report(scores, labels, self.far, self.p_target, calibration,
+                                self.calibration_prior))
     numbers.update(metrics.one_shot_identification_scores(matrix, speakers,
                                                           self.examples.utterance_ids))
     numbers.update({"top_k": min(self.top_k, len(cohort)), "cohort_size": len(cohort)})
+    if counts is not None:
+      samples = metrics.bootstrap_samples(matrix, speakers, self.examples.utterance_ids, counts,
+                                          self.p_target)
+      for key, values in samples.items():
+        numbers[f"{key}_ci"] = metrics.percentile_interval(values)
+        numbers[f"{key}_change_ci"] = (None if values is None else metrics.percentile_interval(
+            values - cosine_samples[key]))
     return {f"asnorm_{k}": v for k, v in numbers.items()}
 
 
 def score_report(scores, labels, far: float = 0.01, p_target: float = 0.01,
-                 calibration: dict | None = None) -> dict:
+                 calibration: dict | None = None, calibration_prior: float = 0.5) -> dict:
   """Calibration and operating points of scored trials (see the module's docstring):
   calibration, cllr, min_cllr, act_dcf, act_dcf_threshold, far, far_threshold,
-  far_false_accept, far_false_reject, far_thresholds."""
+  far_false_accept, far_false_reject, far_thresholds. Without a `calibration`, one is
+  fitted at `calibration_prior` (0.5 minimises Cllr; p_target favours act_dcf)."""
   if calibration is None:
-    slope, offset = scoring.fit_calibration(scores, labels)
-    calibration = {"slope": slope, "offset": offset, "prior": 0.5,
+    slope, offset = scoring.fit_calibration(scores, labels, calibration_prior)
+    calibration = {"slope": slope, "offset": offset, "prior": calibration_prior,
                    "source": "fitted on these trials"}
   llrs = scoring.to_llr(scores, calibration["slope"], calibration["offset"])
   decide = scoring.bayes_threshold(p_target)

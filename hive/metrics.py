@@ -341,28 +341,20 @@ def weighted_eer_min_dcf(scores, labels, weights, p_target: float = 0.01):
   return eer_rows(fpr, fnr), min_dcf_rows(fpr, fnr, p_target)
 
 
-def speaker_bootstrap(embeddings, speakers, utterance_ids, resamples: int = 1000,
-                      seed: int = 0, p_target: float = 0.01, level: float = 0.95) -> dict:
-  """Percentile confidence intervals of EER, minDCF and one-shot identification accuracy
-  from a bootstrap over speakers: `resamples` times, draw as many speakers as there are
-  with replacement and recompute each number from the trials among them (all pairs,
-  `trial_weights`). Trials of one speaker are not independent, so resampling trials would
-  give intervals far too narrow. Vectorised: the trials are sorted once and each resample
-  is a weighted cumulative sum over the non-target trials, in chunks that bound memory.
-
-  Identification keeps every speaker enrolled and resamples the test utterances by
-  speaker: a resample holds only about 63 % distinct speakers, and choosing among fewer
-  is easier, so identifying among the drawn speakers alone would shift the interval
-  above the number it is meant to qualify (on 200 synthetic speakers it no longer
-  contained it)."""
-  if resamples < 1:
-    raise ValueError(f"need at least one resample, got {resamples}")
+def bootstrap_samples(score_matrix, speakers, utterance_ids, counts,
+                      p_target: float = 0.01) -> dict:
+  """{"eer", "min_dcf", "identification_accuracy"}: [R] values, one per resample of the
+  speakers (`counts` [R, S], speakers in sorted order), from a matrix [K, K] of every
+  utterance scored against every other (`speaker_bootstrap` says how); the same
+  `counts` for two scorings of the same utterances give paired samples."""
   speakers = np.asarray(speakers)
   names, index = np.unique(speakers, return_inverse=True)
-  counts = resample_counts(len(names), resamples, seed)
-  sims = cosine_matrix(embeddings)
+  counts = np.asarray(counts)
+  if counts.ndim != 2 or counts.shape[1] != len(names):
+    raise ValueError(f"need resample counts [R, {len(names)}], got shape {counts.shape}")
+  score_matrix = np.asarray(score_matrix)
   a, b = np.triu_indices(len(speakers), k=1)
-  scores, labels = sims[a, b], index[a] == index[b]
+  scores, labels = score_matrix[a, b], index[a] == index[b]
   trials = WeightedTrials(scores, labels)
   a, b = index[a][trials.order], index[b][trials.order]
   target_speaker = a[trials.labels]
@@ -371,31 +363,57 @@ def speaker_bootstrap(embeddings, speakers, utterance_ids, resamples: int = 1000
   dtype = np.float32 if len(scores) < 2**22 else np.float64
   chunk = max(1, int(2_000_000 // max(len(scores), 1)))
   eers, dcfs = [], []
-  for start in range(0, resamples, chunk):
+  for start in range(0, len(counts), chunk):
     c = counts[start:start + chunk].astype(dtype)
     fpr, fnr = trials._rates(c[:, target_speaker], c[:, nontarget_a] * c[:, nontarget_b])
     eers.append(eer_rows(fpr, fnr))
     dcfs.append(min_dcf_rows(fpr, fnr, p_target))
-  tail = 100 * (1 - level) / 2
-
-  def interval(values):
-    values = np.concatenate(values) if isinstance(values, list) else values
-    if np.isnan(values).all():
-      return None
-    return [float(v) for v in np.nanpercentile(values, [tail, 100 - tail])]
-
-  report = {"eer_ci": interval(eers), "min_dcf_ci": interval(dcfs)}
+  samples = {"eer": np.concatenate(eers), "min_dcf": np.concatenate(dcfs),
+             "identification_accuracy": None}
   order = np.argsort(np.asarray(utterance_ids), kind="mergesort")
   enrol_rows = order[np.unique(index[order], return_index=True)[1]]  # One per speaker, sorted.
   test_rows = np.setdiff1d(np.arange(len(speakers)), enrol_rows)
-  report["identification_accuracy_ci"] = None
   if len(test_rows):
     own = index[test_rows]
-    right = np.argmax(sims[np.ix_(test_rows, enrol_rows)], axis=1) == own
+    right = np.argmax(score_matrix[np.ix_(test_rows, enrol_rows)], axis=1) == own
     tests = np.bincount(own, minlength=len(names))  # Per speaker.
     hits = np.bincount(own, weights=right, minlength=len(names))
     with np.errstate(invalid="ignore", divide="ignore"):
-      report["identification_accuracy_ci"] = interval((counts @ hits) / (counts @ tests))
+      samples["identification_accuracy"] = (counts @ hits) / (counts @ tests)
+  return samples
+
+
+def percentile_interval(values, level: float = 0.95) -> list[float] | None:
+  """[low, high]: the central `level` of `values` (nan ignored); None when all are nan."""
+  if values is None or np.isnan(values).all():
+    return None
+  tail = 100 * (1 - level) / 2
+  return [float(v) for v in np.nanpercentile(values, [tail, 100 - tail])]
+
+
+def speaker_bootstrap(embeddings, speakers, utterance_ids, resamples: int = 1000,
+                      seed: int = 0, p_target: float = 0.01, level: float = 0.95,
+                      score_matrix=None) -> dict:
+  """Percentile confidence intervals of EER, minDCF and one-shot identification accuracy
+  (eer_ci, min_dcf_ci, identification_accuracy_ci) from a bootstrap over speakers:
+  `resamples` times, draw as many speakers as there are with replacement and recompute
+  each number from the trials among them (all pairs, `trial_weights`). Trials of one
+  speaker are not independent, so resampling trials would give intervals far too narrow.
+  Vectorised: the trials are sorted once and each resample is a weighted cumulative sum
+  over the non-target trials, in chunks that bound memory. Cosine scores of `embeddings`
+  unless a `score_matrix` [K, K] is given.
+
+  Identification keeps every speaker enrolled and resamples the test utterances by
+  speaker: a resample holds only about 63 % distinct speakers, and choosing among fewer
+  is easier, so identifying among the drawn speakers alone would shift the interval
+  above the number it is meant to qualify (on 200 synthetic speakers it no longer
+  contained it)."""
+  if resamples < 1:
+    raise ValueError(f"need at least one resample, got {resamples}")
+  counts = resample_counts(len(np.unique(np.asarray(speakers))), resamples, seed)
+  matrix = cosine_matrix(embeddings) if score_matrix is None else score_matrix
+  samples = bootstrap_samples(matrix, speakers, utterance_ids, counts, p_target)
+  report = {f"{k}_ci": percentile_interval(v, level) for k, v in samples.items()}
   report.update({"bootstrap_resamples": int(resamples), "bootstrap_seed": int(seed),
                  "bootstrap_level": float(level)})
   return report

@@ -291,8 +291,12 @@ def test_evaluator_reports_calibration_operating_points_and_intervals(encoder, t
   assert second["min_cllr"] == first["min_cllr"]
   # AS-Norm against a cohort of the speakers' own means (mechanics only).
   _, means = scoring.speaker_means(embeddings, tiny_examples.speakers)
-  third = evaluate.evaluate(encoder, tiny_examples, cohort=means, top_k=4)
+  third = evaluate.evaluate(encoder, tiny_examples, cohort=means, top_k=4, bootstrap=40)
   assert (third["asnorm_cohort_size"], third["asnorm_top_k"]) == (8, 4)
+  for key in ("eer", "min_dcf", "identification_accuracy"):  # Paired with the cosine's.
+    assert third[f"asnorm_{key}_ci"][0] <= third[f"asnorm_{key}"] <= third[f"asnorm_{key}_ci"][1]
+    lo, hi = third[f"asnorm_{key}_change_ci"]
+    assert lo <= hi
   assert 0 <= third["asnorm_eer"] <= 1 and third["asnorm_min_cllr"] <= third["asnorm_cllr"]
   with pytest.raises(ValueError, match="needs the model's AS-Norm cohort"):
     evaluate.evaluate(encoder, tiny_examples, calibration={**given, "scores": "asnorm"})

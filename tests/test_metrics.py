@@ -385,3 +385,16 @@ def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_speakers():
   easy, easy_speakers, easy_ids = _speakers(30, 3, seed=7, spread=0.01)
   easy_report = metrics.speaker_bootstrap(easy, easy_speakers, easy_ids, 50)
   assert easy_report["identification_accuracy_ci"] == [1.0, 1.0]
+
+
+def test_bootstrap_samples_are_paired_and_blind_to_monotonic_maps():
+  embeddings, speakers, ids = _speakers(15, 3, seed=8, spread=1.0)
+  counts = metrics.resample_counts(15, 100, seed=4)
+  matrix = metrics.cosine_matrix(embeddings)
+  plain = metrics.bootstrap_samples(matrix, speakers, ids, counts)
+  mapped = metrics.bootstrap_samples(3 * matrix - 1, speakers, ids, counts)
+  for key in ("eer", "min_dcf", "identification_accuracy"):
+    np.testing.assert_allclose(mapped[key], plain[key], atol=1e-12)  # Change: exactly 0.
+  with pytest.raises(ValueError, match="resample counts"):
+    metrics.bootstrap_samples(matrix, speakers, ids, counts[:, :3])
+
