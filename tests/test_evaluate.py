@@ -164,3 +164,33 @@ def test_single_utterance_speakers_need_segments(enc, examples):
     evaluate.evaluate(enc, one_each)
   report = evaluate.evaluate(enc, one_each.cut_segments(50))
   assert report["num_target_trials"] > 0 and report["num_speakers"] == 8
+
+
+def test_degraded_copy_is_seeded_per_utterance_and_keeps_ids(tiny, enc, tmp_path):
+  stored = builder_lib.Storage(store_waveform=True)
+  prepared, _ = builder_lib.prepare(tiny["corpus"], tmp_path, enc.feature_config, storage=stored)
+  examples = builder_lib.read_examples(prepared).first_per_speaker(2)
+  a = evaluate.degraded(prepared, examples, "telephone+noise:10", enc.feature_config)
+  b = evaluate.degraded(prepared, examples, "telephone+noise:10", enc.feature_config)
+  assert a.utterance_ids == examples.utterance_ids and a.speakers == examples.speakers
+  for x, y, clean in zip(a.features, b.features, examples.features):
+    np.testing.assert_array_equal(x, y)  # The same corruption in every run.
+    assert x.shape == clean.shape and not np.allclose(x, clean, atol=0.5)
+  # Above 4 kHz a telephone line carries nothing: the top mel bands sit at the log floor.
+  from hive import features
+  top = np.mean([f[:, -8:].mean() for f in a.features])
+  assert abs(top - np.log(features.LOG_FLOOR)) < 0.2
+
+
+def test_listed_dev_speakers_join_the_file(tmp_path):
+  from hive import config as config_lib
+  from hive.data import input_pipeline
+  c = config_lib.base_config().data
+  assert input_pipeline.listed_dev_speakers(c) is None
+  listing = tmp_path / "dev.txt"
+  listing.write_text("# comment\nb\n\n a \n")
+  c.dev_speakers, c.dev_speakers_file = ("c",), str(listing)
+  assert input_pipeline.listed_dev_speakers(c) == ["c", "b", "a"]
+  c.dev_speakers_file = str(tmp_path / "missing.txt")
+  with pytest.raises(FileNotFoundError, match="missing.txt: no such dev speaker list"):
+    input_pipeline.listed_dev_speakers(c)
