@@ -1,7 +1,9 @@
-"""Embedding throughput and quality: hive's evaluation path against Resemblyzer.
+"""Embedding throughput and quality: hive's evaluation path and its serving exports against
+Resemblyzer.
 
     python benchmarks/embed.py [--workdir pretrained/hive-mtl] [--data ../shared/data/speechocean762]
-                               [--max_files 240] [--repeats 3]
+                               [--max_files 240] [--repeats 3] [--exports savedmodel,onnx]
+                               [--export_dir DIR] [--batch 16]
 
 Both embed the same files from audio on disk, each with its own pipeline:
 hive decodes and computes log-mels in threads and embeds every file together in
@@ -10,7 +12,15 @@ hive/encoder.py); Resemblyzer runs `preprocess_wav` and
 `VoiceEncoder.embed_utterance` file by file (its shipped weights). Steady state
 is what is timed: each side first makes one untimed pass (hive: XLA compilation
 of its batch shapes and librosa's first-call set-up; Resemblyzer: its warm-up
-file), then the two alternate for --repeats timed passes and the median is kept.
+file), then they alternate for --repeats timed passes and the median is kept.
+The serving exports (hive/serving.py: the waveform-in model, front end and centring
+inside) get rows of their own: the TensorFlow SavedModel run by the TF runtime and the
+ONNX model run by ONNX Runtime (CPU), each exported from the same workdir into
+--export_dir (reused when already there; default a temporary folder; the export is not
+timed). Their side decodes the files in threads (`hive.data.audio.load_wave`, as
+`Encoder.embed_many`) and feeds them --batch at a time, sorted by length so a batch pads
+little; the SavedModel pads each batch to bucketed shapes itself, so its untimed pass
+compiles those. A format that fails to export or load is reported and left out.
 The files are all utterances of the first speakers in sorted order (the model's
 held-out dev speakers when its workdir names some in this corpus). Reports
 seconds of audio embedded per second and the EER of each on those files (all
@@ -63,6 +73,48 @@ def pick_files(root, max_files: int, workdir=None):
   return [u.path for u in chosen], [u.speaker for u in chosen]
 
 
+EXPORT_ROWS = {"savedmodel": "hive SavedModel (TF runtime)", "onnx": "hive ONNX (ONNX Runtime)"}
+
+
+def load_exports(workdir, formats, export_dir=None):
+  """({row name: serving function}, notes): each format exported from `workdir` into
+  export_dir/FORMAT (kept when already there) and loaded; a failure becomes a note."""
+  import tempfile
+  from hive import export, serving
+  root = pathlib.Path(export_dir or tempfile.mkdtemp(prefix="hive-embed-bench-"))
+  loaded, notes = {}, []
+  for fmt in formats:
+    out = root / fmt
+    try:
+      if not (out / "serving.json").is_file():
+        start = time.perf_counter()
+        export.export_for_serving(workdir, out, fmt)
+        notes.append(f"{fmt} exported in {time.perf_counter() - start:.0f} s")
+      loaded[EXPORT_ROWS[fmt]] = serving.load(out)
+    except Exception as e:  # An export that cannot run is a finding, not a crash.
+      notes.append(f"{fmt} left out ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+  return loaded, notes
+
+
+def embed_served(fn, paths, batch: int):
+  """[K, D] embeddings of the files through a serving function: decoded in threads,
+  `batch` files a call in order of length (less padding), returned in the files' order."""
+  import concurrent.futures
+  import numpy as np
+  from hive import serving
+  from hive.data import audio
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    waves = list(pool.map(audio.load_wave, paths))
+  order = np.argsort([len(w) for w in waves], kind="stable")
+  out = [None] * len(waves)
+  for start in range(0, len(order), batch):
+    rows = order[start:start + batch]
+    embeddings = fn(*serving.pad_batch([waves[i] for i in rows]))["embedding"]
+    for i, e in zip(rows, embeddings):
+      out[i] = e
+  return np.stack(out)
+
+
 def audio_seconds(paths) -> float:
   import soundfile as sf
   return float(sum(sf.info(p).frames / sf.info(p).samplerate for p in paths))
@@ -75,6 +127,11 @@ def main(argv=None) -> int:
   ap.add_argument("--max_files", type=int, default=240)
   ap.add_argument("--repeats", type=int, default=3, help="timed passes each; the median is kept")
   ap.add_argument("--no_resemblyzer", action="store_true")
+  ap.add_argument("--exports", default="savedmodel,onnx",
+                  help="serving exports to time, comma-separated (savedmodel, onnx; '' for none)")
+  ap.add_argument("--export_dir", default=None,
+                  help="where the exports are written or found (default: a temporary folder)")
+  ap.add_argument("--batch", type=int, default=16, help="files per call of an export")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
   import jax
@@ -84,6 +141,12 @@ def main(argv=None) -> int:
 
   if args.repeats < 1:
     print(f"error: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
+    return 2
+  formats = [f for f in args.exports.split(",") if f]
+  unknown = sorted(set(formats) - set(EXPORT_ROWS))
+  if unknown or args.batch < 1:
+    print(f"error: --exports takes {', '.join(EXPORT_ROWS)} (got {', '.join(unknown)}) and "
+          f"--batch at least 1 (got {args.batch})", file=sys.stderr)
     return 2
   if not pathlib.Path(args.data).is_dir():
     print(f"error: no corpus at {args.data}", file=sys.stderr)
@@ -95,11 +158,22 @@ def main(argv=None) -> int:
   start = time.perf_counter()
   encoder.embed_many(paths)  # Untimed: compiles every batch shape these files need.
   hive_warm_up_s = time.perf_counter() - start
+  served, export_notes = load_exports(args.workdir, formats, args.export_dir)
+  served_times = {name: [] for name in served}
+  served_embeddings = {}
+  for name, fn in served.items():
+    start = time.perf_counter()
+    served_embeddings[name] = embed_served(fn, paths, args.batch)  # Untimed: compiles.
+    export_notes.append(f"{name}: untimed pass {time.perf_counter() - start:.1f} s")
   hive_times, ref_runs = [], []
   for _ in range(args.repeats):
     start = time.perf_counter()
     hive_embeddings = encoder.embed_many(paths)
     hive_times.append(time.perf_counter() - start)
+    for name, fn in served.items():
+      start = time.perf_counter()
+      served_embeddings[name] = embed_served(fn, paths, args.batch)
+      served_times[name].append(time.perf_counter() - start)
     if not args.no_resemblyzer:
       import reference_torch
       ref_runs.append(reference_torch.resemblyzer_embed_throughput(paths,
@@ -107,6 +181,12 @@ def main(argv=None) -> int:
   hive_s = float(np.median(hive_times))
   rows = {"hive": {"seconds": hive_s, "rate": seconds / hive_s,
                    "eer": metrics.verification(hive_embeddings, speakers)["eer"]}}
+  for name, times in served_times.items():
+    served_s = float(np.median(times))
+    rows[name] = {"seconds": served_s, "rate": seconds / served_s,
+                  "eer": metrics.verification(served_embeddings[name], speakers)["eer"],
+                  # The same model: how far its embeddings are from the Encoder's.
+                  "max_diff": float(np.max(np.abs(served_embeddings[name] - hive_embeddings)))}
   if ref_runs:
     ref_s = float(np.median([r["total_s"] for r in ref_runs]))
     rows["Resemblyzer"] = {"seconds": ref_s, "rate": seconds / ref_s,
@@ -124,11 +204,14 @@ def main(argv=None) -> int:
       f"`{results.repo_relative(args.workdir)}` "
       f"(step {encoder.step}, {encoder.config.model.encoder}, {encoder.mode} mode). Median of "
       f"{args.repeats} alternating timed passes after one untimed pass each (hive's took "
-      f"{hive_warm_up_s:.1f} s: compilation and librosa's first call).", "",
-      "| implementation | wall s | seconds of audio / s | EER (all pairs) |",
-      "|---|---:|---:|---:|"]
+      f"{hive_warm_up_s:.1f} s: compilation and librosa's first call)."
+      + (f" Exports fed {args.batch} files a call, sorted by length; "
+         f"{'; '.join(export_notes)}." if export_notes else ""), "",
+      "| implementation | wall s | seconds of audio / s | EER (all pairs) | max abs diff to hive |",
+      "|---|---:|---:|---:|---:|"]
   for name, r in rows.items():
-    lines.append(f"| {name} | {r['seconds']:.2f} | {r['rate']:.1f} | {r['eer']:.2%} |")
+    diff = f"{r['max_diff']:.1e}" if "max_diff" in r else ""
+    lines.append(f"| {name} | {r['seconds']:.2f} | {r['rate']:.1f} | {r['eer']:.2%} | {diff} |")
   if ratio is not None:
     lines += ["", f"hive / Resemblyzer throughput: **{ratio:.2f}x**"]
   section = "\n".join(lines) + "\n"
@@ -140,6 +223,7 @@ def main(argv=None) -> int:
                     "eer": {k: round(r["eer"], 4) for k, r in rows.items()},
                     "files": len(paths), "seconds_of_audio": round(seconds, 1),
                     "hive_mode": encoder.mode, "repeats": args.repeats,
+                    "export_batch": args.batch if served else None,
                     "date": env["date"]}))
   return 0
 
