@@ -69,3 +69,21 @@ def test_workdirs_may_be_buckets(tmp_path, monkeypatch):
   assert str(workdir_lib.checkpoint_dir("gs://bucket/runs/mtl")) == "gs://bucket/runs/mtl/checkpoints"
   monkeypatch.chdir(tmp_path)
   assert str(workdir_lib.checkpoint_dir("runs/mtl")) == str(tmp_path / "runs/mtl/checkpoints")
+
+
+def test_serving_export_through_the_command_matches_the_encoder(tiny, tmp_path):
+  """--format=stablehlo: the waveform-in model, written whole (staged, then renamed)."""
+  from hive import serving
+  out = tmp_path / "served"
+  export.export_for_serving(tiny["workdir"], out, "stablehlo")
+  assert sorted(p.name for p in out.iterdir()) == ["embedder.stablehlo", "serving.json"]
+  assert not list(tmp_path.glob(".served.export-*"))
+  enc = Encoder.from_workdir(tiny["workdir"])
+  rng = np.random.default_rng(0)
+  waves = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (6000, 17000)]
+  padded, lengths = serving.pad_batch(waves)
+  got = np.asarray(serving.load(out)(padded, lengths)["embedding"])
+  want = np.stack([enc.embed(w) for w in waves])
+  np.testing.assert_allclose(np.sum(got * want, axis=1), 1.0, atol=1e-3)
+  with pytest.raises(FileExistsError, match="not empty"):
+    export.export_for_serving(tiny["workdir"], out, "onnx")
