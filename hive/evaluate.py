@@ -194,6 +194,51 @@ def _threshold(value) -> str:
   return "no finite threshold" if value is None else f"threshold {value:.3f}"
 
 
+def _interval(values, percent: bool) -> str:
+  if not values:
+    return "n/a"
+  return (f"[{100 * values[0]:.2f}, {100 * values[1]:.2f}]" if percent else
+          f"[{values[0]:.3f}, {values[1]:.3f}]")
+
+
+def calibration_lines(r: dict) -> list[str]:
+  """The summary's lines for calibration, the threshold at --far, open-set identification,
+  the bootstrap's intervals and AS-Norm (each only when the report has it)."""
+  lines, indent = [], " " * 15
+  if r.get("cllr") is not None:
+    at, source = r.get("act_dcf_threshold"), r["calibration"].get("source")
+    lines.append(f"  calibrated   cllr {r['cllr']:.3f} (best monotonic map {r['min_cllr']:.3f}), "
+                 f"actual DCF {r['act_dcf']:.3f}"
+                 + (f" at cosine {at:.3f}" if at is not None else "")
+                 + ("" if source == "fitted on these trials" else f"; calibration {source}"))
+  if r.get("far") is not None:
+    label = f"FAR {100 * r['far']:g} %"
+    lines.append(f"  {label:<12} {_threshold(r['far_threshold'])}, false rejects "
+                 f"{_percent(r['far_false_reject'])}")
+  if r.get("open_set_enrolled_speakers"):
+    lines += [f"  open set     {r['open_set_enrolled_speakers']} of {r['num_speakers']} speakers "
+              f"enrolled, same threshold: {_percent(r['open_set_false_alarm_rate'])} of "
+              f"{r['open_set_unknown_probes']:,} others accepted;",
+              f"{indent}of {r['open_set_known_probes']:,} utterances of enrolled speakers: "
+              f"{_percent(r['open_set_miss_rate'])} rejected, "
+              f"{_percent(r['open_set_confusion_rate'])} taken for another"]
+  if r.get("bootstrap_resamples"):
+    lines.append(f"  95 % CI      EER {_interval(r.get('eer_ci'), True)} %, minDCF "
+                 f"{_interval(r.get('min_dcf_ci'), False)}, one-shot ID "
+                 f"{_interval(r.get('identification_accuracy_ci'), True)} % "
+                 f"({r['bootstrap_resamples']:,} resamples)")
+  if r.get("asnorm_eer") is not None:
+    lines.append(f"  AS-Norm      EER {_percent(r['asnorm_eer'])}, minDCF "
+                 f"{r['asnorm_min_dcf']:.3f}, cllr {r['asnorm_cllr']:.3f}, one-shot ID "
+                 f"{_percent(r.get('asnorm_identification_accuracy'))} (top "
+                 f"{r['asnorm_top_k']} of {r['asnorm_cohort_size']:,})")
+    if r.get("asnorm_eer_change_ci"):
+      lines.append(f"{indent}change from cosine (95 % CI, paired): EER "
+                   f"{_interval(r['asnorm_eer_change_ci'], True)} points, minDCF "
+                   f"{_interval(r['asnorm_min_dcf_change_ci'], False)}")
+  return lines
+
+
 def format_summary(report: dict, out=None) -> str:
   """The report for a person: what was scored, the numbers, where the files went."""
   r = report
@@ -218,6 +263,7 @@ def format_summary(report: dict, out=None) -> str:
     lines.append(f"  one-shot ID  {_percent(r['identification_accuracy'])} of "
                  f"{r['num_identification_trials']:,} utterances (each speaker enrolled "
                  f"with its first)")
+  lines += calibration_lines(r)
   if r.get("gender_accuracy") is None:
     lines.append("  gender       n/a (no gender labels)")
   else:

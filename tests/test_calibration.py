@@ -371,3 +371,32 @@ def test_evaluate_cli_calibrate_and_decisions_at_a_far(tiny, model, encoder, tmp
   again = evaluate.evaluate(encoder, examples, calibration=calibration)
   assert again["cllr"] == pytest.approx(saved["cllr"])
   assert again["act_dcf"] == pytest.approx(saved["act_dcf"])
+
+
+def test_summary_lines_by_hand():
+  report = {"num_speakers": 25, "cllr": 0.2166, "min_cllr": 0.2102, "act_dcf": 0.6606,
+            "act_dcf_threshold": 0.60541, "calibration": {"source": "fitted on these trials"},
+            "far": 0.01, "far_threshold": 0.48059, "far_false_reject": 0.23758,
+            "open_set_enrolled_speakers": 13, "open_set_unknown_probes": 144,
+            "open_set_known_probes": 143, "open_set_false_alarm_rate": 0.09028,
+            "open_set_miss_rate": 0.23776, "open_set_confusion_rate": 0.04196,
+            "bootstrap_resamples": 1000, "eer_ci": [0.04182, 0.07724],
+            "min_dcf_ci": [0.3642, 0.7739], "identification_accuracy_ci": [0.8, 0.93818],
+            "asnorm_eer": 0.04759, "asnorm_min_dcf": 0.5603, "asnorm_cllr": 0.1789,
+            "asnorm_identification_accuracy": 0.88, "asnorm_top_k": 100,
+            "asnorm_cohort_size": 301, "asnorm_eer_change_ci": [-0.01939, -0.00521],
+            "asnorm_min_dcf_change_ci": [-0.1837, 0.0243]}
+  assert evaluate.calibration_lines(report) == [
+      "  calibrated   cllr 0.217 (best monotonic map 0.210), actual DCF 0.661 at cosine 0.605",
+      "  FAR 1 %      threshold 0.481, false rejects 23.76 %",
+      "  open set     13 of 25 speakers enrolled, same threshold: 9.03 % of 144 others "
+      "accepted;",
+      "               of 143 utterances of enrolled speakers: 23.78 % rejected, 4.20 % taken "
+      "for another",
+      "  95 % CI      EER [4.18, 7.72] %, minDCF [0.364, 0.774], one-shot ID [80.00, 93.82] % "
+      "(1,000 resamples)",
+      "  AS-Norm      EER 4.76 %, minDCF 0.560, cllr 0.179, one-shot ID 88.00 % (top 100 of 301)",
+      "               change from cosine (95 % CI, paired): EER [-1.94, -0.52] points, minDCF "
+      "[-0.184, 0.024]"]
+  assert evaluate.calibration_lines({"num_speakers": 3}) == []  # Older reports: nothing.
+
