@@ -312,3 +312,35 @@ def test_tdnn_twin_autocast_is_bfloat16_and_close():
             half = twin(x)[0]
     assert half.dtype == torch.float32
     assert 0 < torch.max(torch.abs(half - full)).item() < 0.05
+
+
+def test_benchmark_races_train_both_sides_the_same_way():
+    """benchmarks/train_step.py builds hive from its configs and PyTorch from these modules'
+    defaults: the optimiser, clipping, loss weights and network sizes must agree."""
+    import inspect
+    import train_step
+    lstm = train_step.hive_config(train_step.RACES["lstm"], "f32")
+    assert (lstm.train.learning_rate, lstm.train.loss_params_lr_scale, lstm.train.grad_clip,
+            lstm.train.weight_decay, lstm.train.schedule) == (
+                rt.LEARNING_RATE, rt.WB_LR_SCALE, rt.CLIP_NORM, 0.0, "constant")
+    assert (lstm.loss.ge2e_w_init, lstm.loss.ge2e_b_init) == (rt.W_INIT, rt.B_INIT)
+    assert dict(lstm.loss.weights) == dict(ge2e=1.0, triplet=0.0, speaker_id=0.0, gender=0.0)
+    assert (lstm.model.lstm.hidden, lstm.model.lstm.layers, lstm.model.embed_dim) == (
+        rt.HIDDEN_SIZE, rt.NUM_LAYERS, rt.EMBEDDING_SIZE)
+
+    tdnn = train_step.hive_config(train_step.RACES["tdnn"], "bf16")
+    optimiser = inspect.signature(rtt.make_optimizer).parameters
+    assert (tdnn.train.learning_rate, tdnn.train.weight_decay,
+            tdnn.train.loss_params_lr_scale) == (optimiser["lr"].default,
+                                                 optimiser["weight_decay"].default,
+                                                 optimiser["loss_lr_scale"].default)
+    assert tdnn.train.grad_clip == inspect.signature(rtt.train_step).parameters[
+        "clip_norm"].default
+    assert dict(tdnn.loss.weights) == rtt.WEIGHTS
+    assert (tdnn.loss.triplet_margin, tdnn.loss.triplet_mining, tdnn.loss.speaker_margin,
+            tdnn.loss.speaker_scale, tdnn.model.speaker_head) == (
+                rtt.TRIPLET_MARGIN, "batch_hard", rtt.SPEAKER_MARGIN, rtt.SPEAKER_SCALE, "cosine")
+    encoder = inspect.signature(rtt.TDNNEmbedder).parameters
+    assert (tdnn.model.tdnn.channels, tuple(tdnn.model.tdnn.dilations), tdnn.model.embed_dim) == (
+        encoder["channels"].default, encoder["dilations"].default, encoder["embed_dim"].default)
+    assert not tdnn.augment.enabled and tdnn.model.dtype == "bfloat16"
