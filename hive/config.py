@@ -38,6 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Speaker augmentation: each training speaker also appears sped up / slowed down by
   # these factors, as a new speaker (e.g. (0.9, 1.1) triples the speakers). Dev untouched.
   c.data.speed_factors = ()
+  # With several roots: the share of each batch's speakers each corpus gives, in expectation,
+  # in the order of data.root (e.g. (1, 1, 1): a third each). Empty: every training speaker
+  # is equally likely, so a corpus with many speakers fills most of every batch.
+  c.data.corpus_weights = ()
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_speakers=100, utterances_per_speaker=6, seed=0))
   # Storage of the prepared records (hive/data/builder.py): the log-mel's precision

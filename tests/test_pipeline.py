@@ -371,3 +371,21 @@ def test_wave_crops_give_the_stored_log_mel_frames():
   np.testing.assert_allclose(cropped[2:-2], mel[32:78], atol=1e-4)
   wrapped = batches.crop_wave((wave * 32768).astype(np.int16), 15000, 2000)
   np.testing.assert_allclose(wrapped, np.r_[wave[15000:], wave[:1000]], atol=1 / 32768)
+
+
+def test_corpus_weights_set_each_corpus_share_of_the_batch():
+  # Corpus 0: 40 speakers, corpus 1: 4 speakers; uniform draws would give corpus 1 ~9 %.
+  utterances = [(0, i, f"a{i}", 0, 100) for i in range(40)] + [
+      (1, i, f"b{i}", 1, 100) for i in range(4)]
+  records = [[{"features": np.zeros((100, 3), np.float32)}] * 40] * 2
+  shares = {}
+  for weights in ((), (1, 1)):
+    table = batches.TrainingTable.build(utterances, (), weights)
+    reader = batches.BatchReader(table, records, batches.BatchShape(4, 1, 10), seed=0)
+    labels = np.concatenate([reader(k)["speaker"] for k in range(300)])
+    shares[weights] = np.mean([table.speakers[l].startswith("b") for l in labels])
+  assert 0.05 < shares[()] < 0.14 and 0.42 < shares[(1, 1)] < 0.58
+  with pytest.raises(ValueError, match="2 weights for 3 corpora"):
+    batches.TrainingTable.build(utterances + [(2, 0, "c", 0, 100)], (), (1, 1))
+  with pytest.raises(ValueError, match="non-negative"):
+    batches.TrainingTable.build(utterances, (), (1, -1))

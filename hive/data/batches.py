@@ -53,15 +53,19 @@ class TrainingTable:
   speakers: list[str]  # Sorted label names; the speaker-ID head's classes.
   speaker_gender: np.ndarray  # int32 [S]: 0 m, 1 f, -1 unknown.
   speaker_voice: np.ndarray  # int32 [S]: the real speaker behind each label (speed copies share).
+  # float64 [S]: the probability a batch draws each speaker first (None: all equally likely).
+  speaker_weight: np.ndarray | None = None
 
   @property
   def num_speakers(self) -> int:
     return len(self.speakers)
 
   @classmethod
-  def build(cls, utterances, speed_factors=()) -> "TrainingTable":
+  def build(cls, utterances, speed_factors=(), source_weights=()) -> "TrainingTable":
     """From (source, record, speaker, gender, num_frames) tuples; each speed factor adds
-    every utterance again as a new speaker "<speaker>~sp<factor>"."""
+    every utterance again as a new speaker "<speaker>~sp<factor>". `source_weights`: the share
+    of each batch's speakers each source (corpus) gives, in expectation (empty: every speaker
+    equally likely, so a corpus' share is its share of the speakers)."""
     factors = [1.0] + [f for f in _check_factors(speed_factors) if f != 1.0]
     rows = []
     for factor in factors:
@@ -79,10 +83,25 @@ class TrainingTable:
     voices = sorted({u[2] for u in utterances})
     voice = np.array([voices.index(s.rsplit("~sp", 1)[0]) if s not in voices else voices.index(s)
                       for s in speakers], np.int32)
-    return cls(np.array([r[0] for r in rows], np.int32), np.array([r[1] for r in rows], np.int64),
-               np.array([r[4] for r in rows], np.int32),
-               np.array([index[r[2]] for r in rows], np.int32),
-               np.array([r[5] for r in rows], np.float32), speakers, gender, voice)
+    source = np.array([r[0] for r in rows], np.int32)
+    label = np.array([index[r[2]] for r in rows], np.int32)
+    weight = None
+    if len(source_weights):
+      weights = np.asarray(source_weights, np.float64)
+      if weights.ndim != 1 or np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError(f"data.corpus_weights must be non-negative with a positive sum, got "
+                         f"{tuple(source_weights)}")
+      speaker_source = np.zeros(len(speakers), np.int64)
+      speaker_source[label] = source
+      if speaker_source.max() >= len(weights):
+        raise ValueError(f"data.corpus_weights has {len(weights)} weights for "
+                         f"{speaker_source.max() + 1} corpora")
+      per_source = np.bincount(speaker_source, minlength=len(weights))
+      weight = weights[speaker_source] / np.maximum(per_source[speaker_source], 1)
+      weight /= weight.sum()
+    return cls(source, np.array([r[1] for r in rows], np.int64),
+               np.array([r[4] for r in rows], np.int32), label,
+               np.array([r[5] for r in rows], np.float32), speakers, gender, voice, weight)
 
   def speaker_utterances(self) -> np.ndarray:
     """int32 [S, max utterances per speaker], padded with -1."""
@@ -139,7 +158,10 @@ def plan_batch(table: TrainingTable, utterance_table: np.ndarray, shape: BatchSh
   first = shape.process_index * shape.local_speakers
   local = slice(first, first + shape.local_speakers)
   rng = np.random.default_rng([_PLAN_TAG, seed, step])
-  speakers = rng.permutation(table.num_speakers)[:n]  # Global draw, identical on every host.
+  if table.speaker_weight is None:  # Global draws, identical on every host.
+    speakers = rng.permutation(table.num_speakers)[:n]
+  else:
+    speakers = rng.choice(table.num_speakers, n, replace=False, p=table.speaker_weight)
   rows = utterance_table[speakers]  # [N, max]
   count = (rows >= 0).sum(axis=1)
   # Utterances: a random permutation per speaker, padding sorted last; slot j takes the

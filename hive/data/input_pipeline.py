@@ -210,8 +210,8 @@ def read_utterances(corpora: list[PreparedCorpus], speakers, per_speaker: int = 
                                                   max_utterances, seed), degrade, features)
 
 
-def training_table(corpora: list[PreparedCorpus], train_speakers,
-                   speed_factors=()) -> batches.TrainingTable:
+def training_table(corpora: list[PreparedCorpus], train_speakers, speed_factors=(),
+                   corpus_weights=()) -> batches.TrainingTable:
   wanted = set(train_speakers)
   utterances = []
   for c, corpus in enumerate(corpora):
@@ -220,7 +220,7 @@ def training_table(corpora: list[PreparedCorpus], train_speakers,
       s = index.record_speaker[r]
       utterances.append((c, int(r), corpus.prefix + index.speakers[s],
                          int(index.speaker_gender[s]), int(index.num_frames[r])))
-  return batches.TrainingTable.build(utterances, speed_factors)
+  return batches.TrainingTable.build(utterances, speed_factors, corpus_weights)
 
 
 def load_inputs(config) -> Inputs:
@@ -231,7 +231,8 @@ def load_inputs(config) -> Inputs:
   speakers = [s for c in corpora for s in c.speakers]
   train_speakers, dev_speakers = split_speakers(speakers, data.dev_fraction, data.split_seed,
                                                 listed_dev_speakers(data))
-  table = training_table(corpora, train_speakers, data.get("speed_factors", ()))
+  table = training_table(corpora, train_speakers, data.get("speed_factors", ()),
+                         data.get("corpus_weights", ()))
   scored = dev_speakers
   if evaluation.max_speakers and len(scored) > evaluation.max_speakers:
     pick = np.random.default_rng(config.seed).choice(len(scored), evaluation.max_speakers,
