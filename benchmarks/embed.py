@@ -20,7 +20,10 @@ ONNX model run by ONNX Runtime (CPU), each exported from the same workdir into
 timed). Their side decodes the files in threads (`hive.data.audio.load_wave`, as
 `Encoder.embed_many`) and feeds them --batch at a time, sorted by length so a batch pads
 little; the SavedModel pads each batch to bucketed shapes itself, so its untimed pass
-compiles those. A format that fails to export or load is reported and left out.
+compiles those. Each export runs in a child process of its own, one untimed pass then
+--repeats timed ones back to back, before the alternating passes: with TensorFlow's
+thread pools in the same process, PyTorch (Resemblyzer) ran twice as slowly in a check.
+A format that fails to export or load is reported and left out.
 The files are all utterances of the first speakers in sorted order (the model's
 held-out dev speakers when its workdir names some in this corpus). Reports
 seconds of audio embedded per second and the EER of each on those files (all
@@ -35,6 +38,7 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -76,24 +80,58 @@ def pick_files(root, max_files: int, workdir=None):
 EXPORT_ROWS = {"savedmodel": "hive SavedModel (TF runtime)", "onnx": "hive ONNX (ONNX Runtime)"}
 
 
-def load_exports(workdir, formats, export_dir=None):
-  """({row name: serving function}, notes): each format exported from `workdir` into
-  export_dir/FORMAT (kept when already there) and loaded; a failure becomes a note."""
-  import tempfile
+def time_export(workdir, fmt: str, export_dir, paths, batch: int, repeats: int) -> dict:
+  """Exports `workdir` as `fmt` into export_dir/FORMAT (kept when already there), then
+  one untimed and `repeats` timed passes over `paths` in a child process of its own
+  (`--_worker`). {"embeddings", "times", "notes"}, or {"notes"} when it failed."""
+  import subprocess
+  import numpy as np
+  out = pathlib.Path(export_dir) / fmt
+  notes = []
+  with tempfile.TemporaryDirectory() as tmp:
+    job = pathlib.Path(tmp)
+    (job / "paths.json").write_text(json.dumps(paths))
+    done = subprocess.run(
+        [sys.executable, __file__, "--_worker", fmt, "--workdir", str(workdir),
+         "--export_dir", str(export_dir), "--batch", str(batch), "--repeats", str(repeats),
+         "--_job", str(job)], capture_output=True, text=True)
+    if done.returncode != 0 or not (job / "result.npz").is_file():
+      last = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+      return {"notes": [f"{fmt} left out ({last})"]}
+    with np.load(job / "result.npz") as f:
+      result = {"embeddings": f["embeddings"], "times": f["times"].tolist()}
+    notes += json.loads((job / "notes.json").read_text())
+  if not (out / "serving.json").is_file():
+    notes.append(f"{fmt}: no export in {out}")
+  result["notes"] = notes
+  return result
+
+
+def export_worker(args) -> int:
+  """The child process of `time_export`: export if needed, load, one untimed pass, timed
+  passes; writes result.npz (embeddings, times) and notes.json into --_job."""
+  import numpy as np
   from hive import export, serving
-  root = pathlib.Path(export_dir or tempfile.mkdtemp(prefix="hive-embed-bench-"))
-  loaded, notes = {}, []
-  for fmt in formats:
-    out = root / fmt
-    try:
-      if not (out / "serving.json").is_file():
-        start = time.perf_counter()
-        export.export_for_serving(workdir, out, fmt)
-        notes.append(f"{fmt} exported in {time.perf_counter() - start:.0f} s")
-      loaded[EXPORT_ROWS[fmt]] = serving.load(out)
-    except Exception as e:  # An export that cannot run is a finding, not a crash.
-      notes.append(f"{fmt} left out ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-  return loaded, notes
+  job = pathlib.Path(args._job)
+  paths = json.loads((job / "paths.json").read_text())
+  out = pathlib.Path(args.export_dir) / args._worker
+  notes = []
+  if not (out / "serving.json").is_file():
+    start = time.perf_counter()
+    export.export_for_serving(args.workdir, out, args._worker)
+    notes.append(f"{args._worker} exported in {time.perf_counter() - start:.0f} s")
+  fn = serving.load(out)
+  start = time.perf_counter()
+  embed_served(fn, paths, args.batch)  # Untimed: compiles (SavedModel) or warms up.
+  notes.append(f"{EXPORT_ROWS[args._worker]}: untimed pass {time.perf_counter() - start:.1f} s")
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    embeddings = embed_served(fn, paths, args.batch)
+    times.append(time.perf_counter() - start)
+  np.savez(job / "result.npz", embeddings=embeddings, times=np.array(times))
+  (job / "notes.json").write_text(json.dumps(notes))
+  return 0
 
 
 def embed_served(fn, paths, batch: int):
@@ -132,8 +170,12 @@ def main(argv=None) -> int:
   ap.add_argument("--export_dir", default=None,
                   help="where the exports are written or found (default: a temporary folder)")
   ap.add_argument("--batch", type=int, default=16, help="files per call of an export")
+  ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--_job", default=None, help=argparse.SUPPRESS)
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
+  if args._worker:
+    return export_worker(args)
   import jax
   import numpy as np
   from hive import metrics
@@ -158,22 +200,19 @@ def main(argv=None) -> int:
   start = time.perf_counter()
   encoder.embed_many(paths)  # Untimed: compiles every batch shape these files need.
   hive_warm_up_s = time.perf_counter() - start
-  served, export_notes = load_exports(args.workdir, formats, args.export_dir)
-  served_times = {name: [] for name in served}
-  served_embeddings = {}
-  for name, fn in served.items():
-    start = time.perf_counter()
-    served_embeddings[name] = embed_served(fn, paths, args.batch)  # Untimed: compiles.
-    export_notes.append(f"{name}: untimed pass {time.perf_counter() - start:.1f} s")
+  served_times, served_embeddings, export_notes = {}, {}, []
+  export_dir = args.export_dir or tempfile.mkdtemp(prefix="hive-embed-bench-")
+  for fmt in formats:
+    result = time_export(args.workdir, fmt, export_dir, paths, args.batch, args.repeats)
+    export_notes += result["notes"]
+    if "times" in result:
+      served_times[EXPORT_ROWS[fmt]] = result["times"]
+      served_embeddings[EXPORT_ROWS[fmt]] = result["embeddings"]
   hive_times, ref_runs = [], []
   for _ in range(args.repeats):
     start = time.perf_counter()
     hive_embeddings = encoder.embed_many(paths)
     hive_times.append(time.perf_counter() - start)
-    for name, fn in served.items():
-      start = time.perf_counter()
-      served_embeddings[name] = embed_served(fn, paths, args.batch)
-      served_times[name].append(time.perf_counter() - start)
     if not args.no_resemblyzer:
       import reference_torch
       ref_runs.append(reference_torch.resemblyzer_embed_throughput(paths,
@@ -205,8 +244,9 @@ def main(argv=None) -> int:
       f"(step {encoder.step}, {encoder.config.model.encoder}, {encoder.mode} mode). Median of "
       f"{args.repeats} alternating timed passes after one untimed pass each (hive's took "
       f"{hive_warm_up_s:.1f} s: compilation and librosa's first call)."
-      + (f" Exports fed {args.batch} files a call, sorted by length; "
-         f"{'; '.join(export_notes)}." if export_notes else ""), "",
+      + (f" Exports in child processes, fed {args.batch} files a call, sorted by length, "
+         f"{args.repeats} timed passes back to back; {'; '.join(export_notes)}."
+         if export_notes else ""), "",
       "| implementation | wall s | seconds of audio / s | EER (all pairs) | max abs diff to hive |",
       "|---|---:|---:|---:|---:|"]
   for name, r in rows.items():
@@ -223,7 +263,7 @@ def main(argv=None) -> int:
                     "eer": {k: round(r["eer"], 4) for k, r in rows.items()},
                     "files": len(paths), "seconds_of_audio": round(seconds, 1),
                     "hive_mode": encoder.mode, "repeats": args.repeats,
-                    "export_batch": args.batch if served else None,
+                    "export_batch": args.batch if served_times else None,
                     "date": env["date"]}))
   return 0
 
