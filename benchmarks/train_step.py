@@ -1,7 +1,7 @@
 """Training-step race: hive's jitted step against PyTorch, at the same precision, apart.
 
     python benchmarks/train_step.py [--rounds 3] [--steps 4] [--tdnn_steps 12] [--warmup 1]
-        [--races lstm_bf16,lstm_f32,tdnn_bf16,tdnn_f32] [--threads N] [--no_write]
+        [--races lstm_bf16,lstm_f32,tdnn_bf16,tdnn_f32] [--threads N] [--malloc_reuse] [--no_write]
 
 Two races, each in bfloat16 and in float32:
 
@@ -27,7 +27,12 @@ resident memory (VmHWM). Rounds alternate the two sides (hive first in even
 rounds, PyTorch first in odd ones) so neither gets the quieter minutes; a side's
 time is the median of its per-process medians. Both sides use every CPU
 (`--threads` for PyTorch; XLA's own pool for hive). Run it on an otherwise
-idle machine: a busy core slows PyTorch's OpenMP threads far more than XLA's.
+idle machine: a busy core slows PyTorch's OpenMP threads far more than XLA's
+(the load average before and after is recorded). XLA_FLAGS, if set, reaches
+hive's processes and is recorded. `--malloc_reuse` runs both sides with glibc
+keeping freed memory for reuse (one arena, no mmap, no trimming) instead of
+returning it to the kernel: both sides otherwise page-fault fresh memory in
+every step (hive's LSTM 1.2 GiB a step, PyTorch's 2.9 to 4.6 GiB).
 
 Updates the "Training step" section of RESULTS.md; the last line printed is
 one JSON object: `ratio_bf16`, `ratio_f32`, `ratio_tdnn_bf16`, `ratio_tdnn_f32`
@@ -58,6 +63,10 @@ import results  # noqa: E402
 
 T, F = 160, 40
 TDNN_SPEAKERS = 903  # configs/release.py's training speakers (301, sped up and slowed down).
+# glibc tunables for --malloc_reuse: every allocation from the main heap, which is never
+# trimmed, so a step's large buffers reuse the pages of the previous step's.
+MALLOC_REUSE = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
+                "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +190,8 @@ def spawn(side: str, race: str, args) -> dict:
   steps = args.tdnn_steps if model == "tdnn" else args.steps
   cmd = [sys.executable, __file__, "--worker", side, "--races", race, "--steps", str(steps),
          "--warmup", str(args.warmup), "--threads", str(args.threads)]
-  out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ,
-                       timeout=1800)
+  env = {**os.environ, **(MALLOC_REUSE if args.malloc_reuse else {})}
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1800)
   if out.returncode:
     raise RuntimeError(f"{side} {race} worker failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -234,19 +243,27 @@ SIDE_NAMES = {"lstm": ("hive LSTM", "PyTorch nn.LSTM (Resemblyzer)"),
 PRECISION_NAMES = {"bf16": "bf16 (hive model.dtype; PyTorch autocast)", "f32": "float32"}
 
 
-def section(args, summary: dict) -> str:
+def load_average() -> float:
+  return os.getloadavg()[0]
+
+
+def section(args, summary: dict, loads: tuple[float, float]) -> str:
   import jax
   import torch
   env = results.machine()
+  rounds = f"{args.rounds} round{'s' if args.rounds != 1 else ''}"
+  allocator = ("glibc malloc reusing memory (`--malloc_reuse`)" if args.malloc_reuse
+               else "default glibc malloc")
   lines = [
       "## Training step", "",
       f"Run {env['date']} on {env['platform']} ({env['cpu_count']} CPUs: "
       f"{results_cpu_name()}); JAX {jax.__version__}, PyTorch {torch.__version__} "
-      f"({args.threads} threads), XLA_FLAGS=`{os.environ.get('XLA_FLAGS', '')}`. Each side in its "
-      f"own fresh process, {args.rounds} rounds alternating hive and PyTorch; a side's time is "
-      f"the median of its processes' median steps ({args.steps} timed steps for the LSTM, "
-      f"{args.tdnn_steps} for the TDNN, after {args.warmup} untimed). `python "
-      "benchmarks/train_step.py`; the method is in its docstring.", "",
+      f"({args.threads} threads), XLA_FLAGS=`{os.environ.get('XLA_FLAGS', '')}`, {allocator}; "
+      f"load average {loads[0]:.2f} before, {loads[1]:.2f} after. Each side in its own fresh "
+      f"process, {rounds} alternating hive and PyTorch; a side's time is the median of its "
+      f"processes' median steps ({args.steps} timed steps for the LSTM, {args.tdnn_steps} for "
+      f"the TDNN, after {args.warmup} untimed). `python benchmarks/train_step.py`; the method "
+      "is in its docstring.", "",
       "- LSTM: GE2E reference shape, N=64 x M=10, 160 frames x 40 mels, 3x256 LSTM, 256-d, "
       "GE2E, Adam 1e-4, clip 3.",
       "- TDNN: the release recipe at its batch, 48 x 3, TDNN 128 channels, 256-d, GE2E + "
@@ -286,6 +303,8 @@ def main(argv=None) -> int:
   ap.add_argument("--warmup", type=int, default=1)
   ap.add_argument("--threads", type=int, default=os.cpu_count())
   ap.add_argument("--races", default="lstm_bf16,lstm_f32,tdnn_bf16,tdnn_f32")
+  ap.add_argument("--malloc_reuse", action="store_true",
+                  help="Both sides with glibc reusing freed memory (see the docstring).")
   ap.add_argument("--no_write", action="store_true")
   ap.add_argument("--worker", choices=("hive", "torch"), help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
@@ -299,8 +318,10 @@ def main(argv=None) -> int:
                                 args.threads)))
     return 0
 
+  load_before = load_average()
   summary = summarise(race_all(args, races))
-  text = section(args, summary)
+  loads = (load_before, load_average())
+  text = section(args, summary, loads)
   print(text)
   if not args.no_write:
     results.update_section("Training step", text)
@@ -314,9 +335,13 @@ def main(argv=None) -> int:
                         for r, row in summary.items() for side in ("hive", "torch")},
       "peak_memory_mb": {f"{side} {r}": round(row[side]["peak_mb"])
                          for r, row in summary.items() for side in ("hive", "torch")},
+      "process_median_step_s": {f"{side} {r}": [round(v, 3) for v in
+                                                row[side]["process_medians_s"]]
+                                for r, row in summary.items() for side in ("hive", "torch")},
       "bf16_loss_gap": {f"{side} {m}": round(loss_gap(summary, m, side), 5) for m in RACES
                         for side in ("hive", "torch") if loss_gap(summary, m, side) is not None},
       "rounds": args.rounds, "threads": args.threads, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "malloc_reuse": args.malloc_reuse, "load_average": [round(v, 2) for v in loads],
       "host": env["platform"], "cpu": results_cpu_name(), "cpu_count": env["cpu_count"],
       "date": env["date"]})
   print(json.dumps(record))
