@@ -26,6 +26,10 @@ def get_config():
   c.data.root = ("../shared/data/librispeech,../shared/data/speechocean762,"
                  "../shared/data/speechcommands")
   c.data.dev_speakers_file = "configs/release_dev_speakers.txt"
+  # A third of each batch's speakers from each corpus: drawn uniformly, Speech Commands'
+  # 1,665 speakers of one-second keywords filled 85 % of every batch and the embedding
+  # stayed collapsed (GE2E at chance after 200 steps; a third each: learning by step 90).
+  c.data.corpus_weights = (1.0, 1.0, 1.0)
   c.data.n_speakers, c.data.n_utterances = 48, 3
   c.data.speed_factors = (0.9, 1.1)
   c.model.encoder = "tdnn"
@@ -36,10 +40,10 @@ def get_config():
   c.augment.wave.enabled = True
   c.eval.degrade = "telephone"
   c.eval.utterances_per_speaker = 6
-  c.train.steps = 7200
+  c.train.steps = 6000
   c.train.learning_rate = 2e-3
   c.train.warmup_steps = 100
-  c.train.eval_every = 1200
+  c.train.eval_every = 1000
   c.train.checkpoint_every = 300
   c.train.log_every = 50
   return c
