@@ -1,15 +1,18 @@
-"""Does multi-task learning help? Same encoder, data and budget; one objective changed.
+"""Does multi-task learning help? Same encoder, data and budget; one thing changed.
 
     python benchmarks/ablation.py [--config configs/release.py] [--steps 300] [--out runs/ablation]
         [--variants GE2E,triplet,speaker-ID,MTL] [--section "MTL ablation"]
+        [--degrade none,telephone,noise:5]
 
 Trains four models from the same config, differing only in the loss weights:
 GE2E alone, triplet alone, speaker-ID alone, and the multi-task combination
 (GE2E + triplet + speaker-ID + gender); `--variants` may add "triplet semi-hard"
 (triplet alone with semi-hard mining) and "MTL semi-hard" (the combination with
-semi-hard mining). Each is evaluated on the config's
+semi-hard mining) and "no waveform augmentation" (the config without `augment.wave`, to
+measure what waveform augmentation buys). Each is evaluated on the config's
 held-out dev speakers of every corpus root with hive.evaluate's protocol (EER,
-minDCF, one-shot identification). Gender accuracy is a logistic-regression
+minDCF, one-shot identification; speakers with a single utterance as 3-s segments), clean and
+under every `--degrade` condition (as `hive.evaluate --degrade`). Gender accuracy is a logistic-regression
 probe fitted on training speakers' embeddings, the same for every variant (the
 single-task models have no trained gender head); the MTL row also gives its
 head's accuracy. Writes the "MTL ablation" section of RESULTS.md (or --section,
@@ -52,9 +55,12 @@ VARIANTS = {
     "triplet semi-hard": _alone("triplet", **{"loss.triplet_mining": "semi_hard"}),
     # The combination with that cure in place of batch-hard: which mining suits MTL?
     "MTL semi-hard": {"loss.triplet_mining": "semi_hard"},
+    # The recipe without corrupting the training waveforms (its dev scoring unchanged).
+    "no waveform augmentation": {"augment.wave.enabled": False, "data.store_waveform": True},
 }
 DEFAULT_VARIANTS = ("GE2E", "triplet", "speaker-ID", "MTL")
 RECORD = "ablation_train.json"  # A finished variant's training summary, in its workdir.
+SEGMENT_SECONDS = 3.0
 
 
 def train_variant(config_path, overrides, steps, workdir) -> dict:
@@ -77,8 +83,9 @@ def train_variant(config_path, overrides, steps, workdir) -> dict:
   return summary
 
 
-def evaluate_variant(workdir) -> dict:
-  """Dev metrics per corpus root, plus the train-speaker gender probe."""
+def evaluate_variant(workdir, degrade=("none",)) -> dict:
+  """Dev metrics per corpus root and condition ("<corpus>" clean, "<corpus>, <spec>"
+  degraded), plus the train-speaker gender probe (clean)."""
   import numpy as np
   from sklearn.linear_model import LogisticRegression
   from hive import evaluate, workdir as workdir_lib
@@ -86,26 +93,35 @@ def evaluate_variant(workdir) -> dict:
   from hive.encoder import Encoder
   encoder = Encoder.from_workdir(workdir)
   config = workdir_lib.load_config(workdir)
+  frames = round(SEGMENT_SECONDS * 1000 / encoder.feature_config.hop_ms)
   out = {}
   for root in input_pipeline.corpus_roots(config.data):
-    prepared, _ = builder.prepare(root, config.data.data_dir or None, encoder.feature_config)
+    degraded = [spec for spec in degrade if spec != "none"]
+    storage = builder.Storage(store_waveform=bool(degraded))
+    prepared, _ = builder.prepare(root, config.data.data_dir or None, encoder.feature_config,
+                                  storage=storage)
     examples = builder.read_examples(prepared)
     dev = evaluate.select_split(examples, root, workdir, "dev")
-    seconds = evaluate.auto_segment_seconds(dev.speakers)
-    if seconds:  # One utterance per speaker: score segments (see benchmarks/quality.py).
-      dev = dev.cut_segments(round(seconds * 1000 / encoder.feature_config.hop_ms))
-    train = evaluate.select_split(examples, root, workdir, "train")
-    report = evaluate.evaluate(encoder, dev)
-    dev_embeddings = report.pop("_embeddings")
-    train_embeddings = encoder.embed_features(train.features)
-    known = train.genders >= 0
-    probe = LogisticRegression(max_iter=2000).fit(train_embeddings[known], train.genders[known])
-    dev_known = dev.genders >= 0
-    report["gender_probe_accuracy"] = (float(np.mean(
-        probe.predict(dev_embeddings[dev_known]) == dev.genders[dev_known]))
-        if dev_known.any() else None)
-    report["segment_seconds"] = seconds or None
-    out[pathlib.Path(root).name] = report
+    probe = None
+    for spec in degrade:
+      scored = dev if spec == "none" else evaluate.degraded(prepared, dev, spec,
+                                                            encoder.feature_config)
+      # Single-utterance speakers as segments, the others across utterances (quality.py).
+      scored = scored.cut_segments(frames, single_utterance_only=True)
+      report = evaluate.evaluate(encoder, scored)
+      embeddings = report.pop("_embeddings")
+      if probe is None and spec == "none":
+        train = evaluate.select_split(examples, root, workdir, "train")
+        known = train.genders >= 0
+        if known.any() and len(set(train.genders[known])) > 1:
+          probe = LogisticRegression(max_iter=2000).fit(
+              encoder.embed_features(train.features)[known], train.genders[known])
+      dev_known = scored.genders >= 0
+      report["gender_probe_accuracy"] = (float(np.mean(
+          probe.predict(embeddings[dev_known]) == scored.genders[dev_known]))
+          if probe is not None and dev_known.any() and spec == "none" else None)
+      name = pathlib.Path(root).name
+      out[name if spec == "none" else f"{name}, {spec}"] = report
   return out
 
 
@@ -117,6 +133,9 @@ def main(argv=None) -> int:
   ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                   help="comma-separated subset of " + ", ".join(VARIANTS))
   ap.add_argument("--section", default="MTL ablation", help="RESULTS.md section to write")
+  ap.add_argument("--degrade", default="none",
+                  help="Conditions the dev speakers are scored under: none, telephone, "
+                       "noise:SNR, reverb (as hive.evaluate --degrade), comma-separated.")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
   names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -129,7 +148,9 @@ def main(argv=None) -> int:
     workdir = REPO / args.out / name.lower().replace("-", "_").replace(" ", "_")
     print(f"training {name} -> {workdir}", file=sys.stderr, flush=True)
     summary = train_variant(args.config, VARIANTS[name], args.steps, workdir)
-    rows[name] = {"train_seconds": summary["seconds"], "corpora": evaluate_variant(workdir)}
+    rows[name] = {"train_seconds": summary["seconds"],
+                  "corpora": evaluate_variant(workdir, [d.strip() for d in
+                                                        args.degrade.split(",") if d.strip()])}
     section = section_text(args, rows, len(names))
     if not args.no_write:  # After every variant: a long run that stops keeps what it has.
       results.update_section(args.section, section)
@@ -152,8 +173,9 @@ def section_text(args, rows: dict, planned: int) -> str:
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
            "variant (same encoder, data, batches and schedule; only the loss weights, and for "
            "the semi-hard variants the triplet mining, differ). "
-           "Dev speakers only (a corpus whose speakers mostly have one utterance is scored "
-           "as 3-s segments, as in benchmarks/quality.py). Gender: logistic-regression "
+           "Dev speakers only (speakers with a single utterance scored as 3-s segments, as "
+           "in benchmarks/quality.py; a condition after the corpus: its dev audio corrupted "
+           "as hive.evaluate --degrade does). Gender: logistic-regression "
            "probe on training speakers' embeddings (the MTL variants: their gender head in "
            "brackets)."
            + (f" {len(rows)} of {planned} variants so far." if len(rows) < planned else ""), "",
@@ -161,7 +183,7 @@ def section_text(args, rows: dict, planned: int) -> str:
            "|---|---|---:|---:|---:|---:|---:|"]
   for name, row in rows.items():
     for corpus, r in row["corpora"].items():
-      gender = pct(r["gender_probe_accuracy"])
+      gender = pct(r.get("gender_probe_accuracy"))
       if trains_gender_head(name) and r.get("gender_accuracy") is not None:
         gender += f" ({r['gender_accuracy']:.2%})"
       lines.append(f"| {name} | {corpus} | {r['eer']:.2%} | {r['min_dcf']:.3f} | "

@@ -1,25 +1,23 @@
-"""Quality: hive's model and Resemblyzer's pretrained encoder under one protocol.
+"""Quality on the dev speakers: hive's models and Resemblyzer under one protocol, with intervals.
 
-    python benchmarks/quality.py ROOT [--workdir pretrained/hive-mtl] [--split dev|all]
-                                      [--segment_seconds auto|0|S]
+    python benchmarks/quality.py [--models "release 5=pretrained/hive-mtl,release 4=DIR"]
+        [--corpora speechocean762,librispeech,speechcommands] [--degrade none,telephone]
+        [--dev_speakers configs/release_dev_speakers.txt] [--resamples 1000] [--no_resemblyzer]
 
-Both embed every utterance of ROOT (or the workdir's dev speakers in it) from
-audio; the numbers are hive.evaluate's: EER and minDCF over all pairs (cosine),
-one-shot identification accuracy (enrol each speaker's first utterance by
-sorted id), and gender accuracy (hive's gender head; Resemblyzer has none, so
-null). Where most speakers have a single utterance (the shared LibriSpeech
-sample), there would be no same-speaker trial, so by default (`auto`) both
-score consecutive 3-second segments of each file (the tail joins the last
-segment), cut from the same 16 kHz audio; same-speaker trials then come from
-one recording, an easier task, and the table says so. Updates the "Quality"
-section of RESULTS.md for ROOT; the last line is one JSON object.
-
-hive's embeddings are centred on its training speakers' mean embedding when the
-model has one (hive/centring.py: the shipped model does). So that the comparison
-is like for like, two more rows: hive without centring, and Resemblyzer centred
-the same way (its mean over the same training utterances: every utterance of the
-workdir's training speakers in the roots of its config; `--no_reference_centring`
-skips that, which saves embedding them).
+For every corpus (under --data_root) its dev speakers (those of the --dev_speakers list, which
+carry the corpus folder as prefix), every model and every condition (clean, or corrupted as
+`hive.evaluate --degrade` does, each utterance with its own seed):
+  * every utterance is embedded from the same 16 kHz audio: hive's models through
+    `hive.Encoder` (whole utterances, centred on their training mean), Resemblyzer's
+    pretrained encoder through its own preprocessing;
+  * speakers with a single utterance (most LibriSpeech readers) are scored on consecutive
+    3-s segments of it, the others across their utterances (`--segment_speakers=single`);
+  * EER, minDCF (p_target 0.01) over all pairs, one-shot identification accuracy (each speaker
+    enrolled with its first utterance), each with a 95 % interval from a bootstrap over
+    speakers (hive.metrics.speaker_bootstrap), and hive's gender head's accuracy (adults and
+    children apart where the corpus gives ages).
+The "pooled" rows score every corpus' dev utterances together (all pairs across corpora).
+Writes the "Quality: dev speakers" section of RESULTS.md; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -39,143 +37,191 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import results  # noqa: E402
 
-KEYS = ("eer", "min_dcf", "identification_accuracy", "gender_accuracy")
+SEGMENT_SECONDS = 3.0
 
 
-def utterances_of(root, workdir, split):
-  """The reader's utterances of ROOT, restricted to the workdir's split speakers."""
-  from hive import workdir as workdir_lib
-  from hive.data import readers
-  corpus = readers.read_corpus(root)
-  utts = sorted(corpus.utterances, key=lambda u: u.id)
-  if split != "all":
-    wanted = set(workdir_lib.load_speakers(workdir)[split])
-    prefix = pathlib.Path(root).resolve().name + "/"
-    utts = [u for u in utts if u.speaker in wanted or prefix + u.speaker in wanted]
-    if not utts:
-      raise SystemExit(f"error: none of {workdir}'s {split} speakers are in {root}")
-  return utts
+def read_ages(root: pathlib.Path) -> dict[str, int]:
+  path = root / "spk2age"
+  if not path.is_file():
+    return {}
+  ages = {}
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    parts = line.split()
+    if parts:
+      if len(parts) != 2 or not parts[1].isdigit():
+        raise SystemExit(f"error: {path}:{number}: expected '<speaker> <years>'")
+      ages[parts[0]] = int(parts[1])
+  return ages
 
 
-def segment_flag(value: str):
-  """--segment_seconds: "auto", or a length in seconds (0: whole utterances)."""
-  if value == "auto":
-    return value
-  try:
-    seconds = float(value)
-  except ValueError:
-    seconds = -1.0
-  if not seconds >= 0:
-    raise argparse.ArgumentTypeError(f"expected auto or seconds >= 0, got {value!r}")
-  return seconds
+def dev_set(root: pathlib.Path, dev: set[str], data_dir):
+  """(examples, waves) of the dev speakers of `root`: whole utterances, in id order."""
+  from hive.data import builder
+  prepared, _ = builder.prepare(root, data_dir, storage=builder.Storage(store_waveform=True))
+  index = builder.corpus_index(prepared)
+  prefix = root.resolve().name + "/"
+  speakers = [s for s in index.speakers if prefix + s in dev]
+  if not speakers:
+    raise SystemExit(f"error: none of the dev speakers are in {root}")
+  records = index.records_of(speakers)
+  examples = builder.read_examples(prepared, records)
+  waves = [w.astype(np.float32) / 32768 for w in builder.read_waveforms(prepared, records)]
+  return examples, waves
 
 
-def segment_seconds_for(utts, requested) -> float:
-  """`auto`: 3-s segments when fewer than half of the speakers have two utterances."""
-  from hive import evaluate
-  if requested != "auto":
-    return requested
-  return evaluate.auto_segment_seconds([u.speaker for u in utts])
+def conditions(examples, waves, spec: str):
+  """(examples, waves) corrupted by `spec` ("none": as they are), segmented like hive.evaluate
+  --segment_seconds=3 --segment_speakers=single."""
+  import zlib
+  from hive import features
+  from hive.data import examples as examples_lib, waveform_augment
+  if spec != "none":
+    waves = [waveform_augment.degrade(w, spec, seed=zlib.crc32(u.encode()))
+             for w, u in zip(waves, examples.utterance_ids)]
+    mels = [features.log_mel(w) for w in waves]
+    examples = examples_lib.Examples(examples.utterance_ids, examples.speakers, examples.genders,
+                                     np.array([len(m) for m in mels], np.int32), mels)
+  frames = int(SEGMENT_SECONDS * 100)
+  counts = {s: examples.speakers.count(s) for s in set(examples.speakers)}
+  cut_waves = []
+  for wave, speaker in zip(waves, examples.speakers):
+    pieces = (examples_lib.consecutive_segments(wave, frames * 160) if counts[speaker] == 1
+              else [wave])
+    cut_waves += pieces
+  cut = examples.cut_segments(frames, single_utterance_only=True)
+  assert len(cut_waves) == len(cut.utterance_ids)
+  return cut, cut_waves
 
 
-def segments(utts, seconds: float, sample_rate: int = 16000):
-  """(waves, speakers, ids, genders) of consecutive segments; short tails join the last."""
-  from hive.data import audio, examples
-  size = int(round(seconds * sample_rate))
-  out = ([], [], [], [])
-  for u in utts:
-    wave = audio.load_wave(u.path, sample_rate)
-    for k, piece in enumerate(examples.consecutive_segments(wave, size)):
-      for column, value in zip(out, (piece, u.speaker, f"{u.id}#{k}", u.gender)):
-        column.append(value)
-  return out
-
-
-def scores(embeddings, speakers, ids) -> dict:
+def scores(embeddings, speakers, ids, resamples: int) -> dict:
   from hive import metrics
   out = metrics.verification(embeddings, speakers)
   out.update(metrics.one_shot_identification(embeddings, speakers, ids))
+  out.update(metrics.speaker_bootstrap(embeddings, speakers, ids, resamples=resamples))
+  return out
+
+
+def gender(p_female, examples, ages: dict, prefix: str) -> dict:
+  labelled = examples.genders >= 0
+  if not labelled.any():
+    return {}
+  right = (p_female > 0.5) == (examples.genders == 1)
+  out = {"gender_accuracy": float(right[labelled].mean())}
+  if ages:
+    age = np.array([ages.get(s[len(prefix):] if s.startswith(prefix) else s, -1)
+                    for s in examples.speakers])
+    for group, rows in (("adults", age > 15), ("children", (age >= 0) & (age <= 15))):
+      rows = rows & labelled
+      if rows.any():
+        out[f"gender_accuracy_{group}"] = float(right[rows].mean())
   return out
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("root")
-  ap.add_argument("--workdir", default=str(REPO / "pretrained" / "hive-mtl"))
-  ap.add_argument("--split", default="dev", choices=["dev", "all"])
-  ap.add_argument("--segment_seconds", default="auto", type=segment_flag,
-                  help="auto, 0 (whole utterances) or a segment length in seconds.")
-  ap.add_argument("--no_reference_centring", action="store_true",
-                  help="Skip the row of Resemblyzer centred on the training speakers.")
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--models", default="release 5=pretrained/hive-mtl",
+                  help="Comma-separated name=workdir pairs.")
+  ap.add_argument("--corpora", default="speechocean762,librispeech,speechcommands")
+  ap.add_argument("--data_root", default="../shared/data")
+  ap.add_argument("--degrade", default="none,telephone")
+  ap.add_argument("--dev_speakers", default="configs/release_dev_speakers.txt")
+  ap.add_argument("--data_dir", default=None)
+  ap.add_argument("--resamples", type=int, default=1000)
+  ap.add_argument("--no_resemblyzer", action="store_true")
+  ap.add_argument("--section", default="Quality: dev speakers")
   ap.add_argument("--no_write", action="store_true")
   args = ap.parse_args(argv)
-  from hive import scoring, workdir as workdir_lib
-  from hive.data import examples as examples_lib, input_pipeline
+  from hive import cli
+  from hive.data import examples as examples_lib
   from hive.encoder import Encoder
-  import reference_torch
+  cli.hide_gpus_from_tensorflow()
 
-  utts = utterances_of(args.root, args.workdir, args.split)
-  encoder = Encoder.from_workdir(args.workdir, centring=False)  # Raw: centred below.
-  mean = workdir_lib.load_mean(args.workdir, encoder.config.model.embed_dim, encoder.step)
-  segment_seconds = segment_seconds_for(utts, args.segment_seconds)
-  if segment_seconds > 0:
-    waves, speakers, ids, gender_names = segments(utts, segment_seconds)
-    hive_embeddings, p_female = encoder.embed_features([encoder.features_of(w) for w in waves],
-                                                       with_gender=True)
-    resemblyzer_embeddings = reference_torch.resemblyzer_embed_waves(waves)
-  else:
-    paths = [u.path for u in utts]
-    speakers, ids, gender_names = [u.speaker for u in utts], [u.id for u in utts], [
-        u.gender for u in utts]
-    hive_embeddings, p_female = encoder.embed_many(paths, with_gender=True)
-    resemblyzer_embeddings = reference_torch.resemblyzer_embed_files(paths)
-  rows = {}
-  if mean is not None:
-    rows["hive"] = scores(scoring.centre(hive_embeddings, mean), speakers, ids)
-    rows["hive, not centred"] = scores(hive_embeddings, speakers, ids)
-  else:
-    rows["hive"] = scores(hive_embeddings, speakers, ids)
-  genders = np.array([examples_lib.GENDER_CODES[g] for g in gender_names])
-  labelled = genders >= 0
-  gender_accuracy = (float(np.mean((p_female[labelled] > 0.5) == (genders[labelled] == 1)))
-                     if labelled.any() else None)
-  for name in rows:  # The gender head reads the raw embedding either way.
-    rows[name]["gender_accuracy"] = gender_accuracy
-  rows["Resemblyzer"] = scores(resemblyzer_embeddings, speakers, ids)
-  if mean is not None and not args.no_reference_centring:
-    train_paths = [u.path for root in input_pipeline.corpus_roots(encoder.config.data)
-                   for u in utterances_of(root, args.workdir, "train")]
-    reference_mean = scoring.fit_mean(reference_torch.resemblyzer_embed_files(train_paths))
-    rows["Resemblyzer, centred like hive"] = scores(
-        scoring.centre(resemblyzer_embeddings, reference_mean), speakers, ids)
-  for name in rows:
-    rows[name].setdefault("gender_accuracy", None)
+  models = dict(item.split("=", 1) for item in args.models.split(",") if item)
+  encoders = {name: Encoder.from_workdir(REPO / path if not os.path.isabs(path) else path)
+              for name, path in models.items()}
+  dev_file = REPO / args.dev_speakers
+  dev = {l.strip() for l in dev_file.read_text().splitlines()
+         if l.strip() and not l.startswith("#")}
+  data_root = pathlib.Path(args.data_root)
+  data_root = data_root if data_root.is_absolute() else (REPO / data_root).resolve()
+  specs = [s.strip() for s in args.degrade.split(",") if s.strip()]
+  reference = None
+  if not args.no_resemblyzer:
+    import reference_torch
+    reference = reference_torch.resemblyzer_embed_waves
 
-  name = pathlib.Path(args.root).resolve().name
-  fmt = lambda v: "n/a" if v is None else f"{v:.2%}"
-  title = f"Quality: {name}"
-  lines = [f"## {title}", "",
-           f"{args.split} speakers: {len(utts)} utterances of {len(set(speakers))} speakers"
-           + (f", scored as {len(ids)} consecutive {segment_seconds:g}-s segments (same-speaker "
-              "trials mostly within one recording: easier than across sessions)"
-              if segment_seconds > 0 else "") +
-           f"; hive model `{pathlib.Path(args.workdir).name}` step {encoder.step}; "
-           f"{results.machine()['date']}."
-           + (" Centred: the training speakers' mean embedding subtracted (hive/centring.py; "
-              "Resemblyzer's own mean over the same training utterances)."
-              if mean is not None else ""),
-           "", "| model | EER | minDCF (0.01) | one-shot ID accuracy | gender accuracy |",
-           "|---|---:|---:|---:|---:|"]
-  for model, r in rows.items():
-    lines.append(f"| {model} | {r['eer']:.2%} | {r['min_dcf']:.3f} | "
-                 f"{fmt(r['identification_accuracy'])} | {fmt(r['gender_accuracy'])} |")
+  rows, pooled = [], {}
+  for corpus in [c.strip() for c in args.corpora.split(",") if c.strip()]:
+    root = data_root / corpus
+    prefix = corpus + "/"
+    examples, waves = dev_set(root, dev, args.data_dir)
+    ages = read_ages(root)
+    for spec in specs:
+      cut, cut_waves = conditions(examples, waves, spec)
+      ids = [prefix + u for u in cut.utterance_ids]
+      speakers = [prefix + s for s in cut.speakers]
+      embedded = {}
+      for name, encoder in encoders.items():
+        embedded[name], p_female = encoder.embed_features(cut.features, with_gender=True)
+        rows.append({"corpus": corpus, "condition": spec, "model": name,
+                     **scores(embedded[name], speakers, ids, args.resamples),
+                     **gender(p_female, cut, ages, prefix)})
+        print(json.dumps({k: rows[-1].get(k) for k in ("corpus", "condition", "model", "eer",
+                                                        "identification_accuracy")}),
+              file=sys.stderr, flush=True)
+      if reference is not None:
+        embedded["Resemblyzer"] = reference(cut_waves)
+        rows.append({"corpus": corpus, "condition": spec, "model": "Resemblyzer",
+                     **scores(embedded["Resemblyzer"], speakers, ids, args.resamples)})
+      for name, e in embedded.items():
+        part = pooled.setdefault((spec, name), {"e": [], "s": [], "i": []})
+        part["e"].append(e)
+        part["s"] += speakers
+        part["i"] += ids
+      for r in rows:
+        if r["corpus"] == corpus and r["condition"] == spec:
+          r.update(speakers=len(set(speakers)), trials_items=len(ids))
+  for (spec, name), part in pooled.items():
+    rows.append({"corpus": "pooled", "condition": spec, "model": name,
+                 **scores(np.concatenate(part["e"]), part["s"], part["i"], args.resamples),
+                 "speakers": len(set(part["s"])), "trials_items": len(part["i"])})
+
+  def cell(r, key, percent=True):
+    v, ci = r.get(key), r.get(f"{key}_ci")
+    if v is None:
+      return "n/a"
+    text = f"{v:.2%}" if percent else f"{v:.3f}"
+    if ci:
+      text += (f" ({ci[0]:.1%}-{ci[1]:.1%})" if percent else f" ({ci[0]:.3f}-{ci[1]:.3f})")
+    return text
+
+  env = results.machine()
+  lines = [f"## {args.section}", "",
+           f"Run {env['date']}; `python benchmarks/quality.py --models \"{args.models}\" "
+           f"--degrade {args.degrade}`. Dev speakers of `{args.dev_speakers}`; whole utterances, "
+           "single-utterance speakers as consecutive 3-s segments; 95 % intervals from "
+           f"{args.resamples} bootstrap resamples of the speakers; hive centred on its training "
+           "mean, Resemblyzer as it comes. Gender: hive's head (adults > 15 years, children <= 15 "
+           "where the corpus gives ages).", "",
+           "| corpus | condition | model | speakers | EER | minDCF | one-shot ID | gender (adults / "
+           "children) |", "|---|---|---|---:|---:|---:|---:|---|"]
+  for r in rows:
+    g = "n/a" if "gender_accuracy" not in r else (
+        f"{r['gender_accuracy']:.1%}" + (
+            f" ({r['gender_accuracy_adults']:.1%} / {r['gender_accuracy_children']:.1%})"
+            if "gender_accuracy_children" in r else ""))
+    lines.append(f"| {r['corpus']} | {r['condition']} | {r['model']} | {r['speakers']} | "
+                 f"{cell(r, 'eer')} | {cell(r, 'min_dcf', False)} | "
+                 f"{cell(r, 'identification_accuracy')} | {g} |")
   section = "\n".join(lines) + "\n"
   print(section)
   if not args.no_write:
-    results.update_section(title, section)
-  print(json.dumps({"root": name, "split": args.split, "utterances": len(utts),
-                    "segment_seconds": segment_seconds or None, "trial_items": len(ids),
-                    **{m: {k: r.get(k) for k in KEYS} for m, r in rows.items()}}))
+    results.update_section(args.section, section)
+  keys = ("eer", "eer_ci", "min_dcf", "min_dcf_ci", "identification_accuracy",
+          "identification_accuracy_ci", "gender_accuracy", "gender_accuracy_adults",
+          "gender_accuracy_children", "speakers")
+  print(json.dumps([{k: r.get(k) for k in ("corpus", "condition", "model") + keys}
+                    for r in rows]))
   return 0
 
 

@@ -94,7 +94,12 @@ def test_section_says_when_it_is_partial():
 
 def test_only_variants_that_train_the_gender_head_report_it():
   with_head = [n for n in ablation.VARIANTS if ablation.trains_gender_head(n)]
-  assert with_head == ["MTL", "MTL semi-hard"]
+  assert with_head == ["MTL", "MTL semi-hard", "no waveform augmentation"]
+
+
+def test_the_augmentation_variant_changes_only_the_waveform_augmentation():
+  assert ablation.VARIANTS["no waveform augmentation"] == {
+      "augment.wave.enabled": False, "data.store_waveform": True}  # Same records, same dev.
 
 
 def test_update_section_replaces_one_section_and_keeps_the_others(tmp_path):
