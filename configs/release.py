@@ -4,7 +4,8 @@ python -m hive.main --config=configs/release.py --workdir=runs/release
 
 Data: ../shared/data/librispeech, speechocean762 and speechcommands (1,966 training speakers;
 one-second Speech Commands keywords repeat end-to-end to fill the 1.6-s crop, as they are
-embedded at inference). Dev speakers are listed in configs/release_dev_speakers.txt: release
+embedded at inference); a third of each batch's speakers comes from each corpus
+(data.corpus_weights). Dev speakers are listed in configs/release_dev_speakers.txt: release
 4's (a seeded 20 % of LibriSpeech and speechocean762, so the two releases compare on speakers
 neither trained on) plus Speech Commands' own validation partition (208), 283 in all; the
 training logs their pooled EER, clean and over a telephone line (eval.degrade).
@@ -13,7 +14,7 @@ Waveform augmentation (augment.wave): simulated rooms, generated noise, babble o
 training speakers, telephone band with G.711, band-pass/EQ, gain; then SpecAugment-style
 masks on the log-mel. Encoder: the compact TDNN with attentive statistics pooling, 128
 channels, 256-d embedding; batches of 48 speakers x 3 utterances; GE2E + triplet + speaker-ID
-+ gender. Run from the repository root: the data paths are relative to it. When training
++ gender; 6000 steps. Run from the repository root: the data paths are relative to it. When training
 ends, hive.main fits the training speakers' mean embedding that every command subtracts.
 The recipe choices and their measurements are in pretrained/hive-mtl/MODEL_CARD.md.
 """
