@@ -283,6 +283,22 @@ def _calibrated_step(workdir) -> int | None:
   return None if record is None else record.get("checkpoint_step")
 
 
+def _calibration_step(workdir) -> int | None:
+  try:
+    record = workdir_lib.read_calibration(workdir)
+  except workdir_lib.BadWorkdirFile:
+    return None  # Unreadable: not copied; the commands report it where it is.
+  return None if record is None else record.get("checkpoint_step")
+
+
+def _cohort_step(workdir) -> int | None:
+  try:
+    cohort = workdir_lib.read_cohort(workdir)
+  except workdir_lib.BadWorkdirFile:
+    return None
+  return None if cohort is None else cohort["step"]
+
+
 def _mean_step(workdir) -> int | None:
   found = workdir_lib.read_mean(workdir)
   return None if found is None else found[1]
@@ -290,8 +306,9 @@ def _mean_step(workdir) -> int | None:
 
 def export(workdir, out, step: int, model_params) -> epath.Path:
   """Writes an inference-only copy of a workdir: config, speakers, model parameters
-  (and the training mean embedding, hive/centring.py, and the calibrated threshold,
-  hive/voiceid.py, when they were made for `step`).
+  (and the training mean embedding, hive/centring.py, the calibrated threshold and score
+  calibration, hive/voiceid, and the AS-Norm cohort, hive/evaluate.py, when they were made
+  for `step`).
 
   No optimiser state, so it is a third of the training checkpoint's size; every
   command that takes `--workdir` loads it, but training cannot resume from it.
@@ -307,6 +324,9 @@ def export(workdir, out, step: int, model_params) -> epath.Path:
       names.append(workdir_lib.MEAN_FILE)
     if _calibrated_step(workdir) == step:  # Likewise.
       names.append(workdir_lib.THRESHOLD_FILE)
+    names += [name for name, made_for in ((workdir_lib.CALIBRATION_FILE, _calibration_step),
+                                          (workdir_lib.COHORT_FILE, _cohort_step))
+              if made_for(workdir) == step]
     for name in names:
       workdir_lib.write_atomically(staging / name, (workdir / name).read_bytes())
     manager = make_manager(staging, max_to_keep=1)

@@ -87,3 +87,22 @@ def test_serving_export_through_the_command_matches_the_encoder(tiny, tmp_path):
   np.testing.assert_allclose(np.sum(got * want, axis=1), 1.0, atol=1e-3)
   with pytest.raises(FileExistsError, match="not empty"):
     export.export_for_serving(tiny["workdir"], out, "onnx")
+
+
+def test_export_ships_calibration_and_cohort_made_for_its_step(tiny, tmp_path):
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(tiny["workdir"], workdir)
+  step = Encoder.from_workdir(workdir).step
+  workdir_lib.save_calibration(workdir, {"slope": 5.0, "offset": -1.0, "checkpoint_step": step})
+  workdir_lib.save_cohort(workdir, np.eye(2, 16), ["a", "b"], step, "none")
+  export.export_workdir(workdir, tmp_path / "out")
+  assert workdir_lib.read_calibration(tmp_path / "out")["slope"] == 5.0
+  assert workdir_lib.read_cohort(tmp_path / "out")["speakers"] == ["a", "b"]
+  # Made for another step: they stay behind, as the centring mean does.
+  workdir_lib.save_calibration(workdir, {"slope": 5.0, "offset": -1.0,
+                                         "checkpoint_step": step + 1})
+  workdir_lib.save_cohort(workdir, np.eye(2, 16), ["a", "b"], step + 1, "none")
+  export.export_workdir(workdir, tmp_path / "out2")
+  assert not (tmp_path / "out2" / workdir_lib.CALIBRATION_FILE).exists()
+  assert not (tmp_path / "out2" / workdir_lib.COHORT_FILE).exists()
