@@ -30,7 +30,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import results  # noqa: E402
-from quality import utterances_of  # noqa: E402
 
 
 def read_ages(root) -> dict[str, int]:
@@ -48,6 +47,21 @@ def read_ages(root) -> dict[str, int]:
     ages[fields[0]] = int(fields[1])
   return ages
 
+
+
+def utterances_of(root, workdir, split):
+  """The reader's utterances of ROOT, restricted to the workdir's split speakers."""
+  from hive import workdir as workdir_lib
+  from hive.data import readers
+  corpus = readers.read_corpus(root)
+  utts = sorted(corpus.utterances, key=lambda u: u.id)
+  if split != "all":
+    wanted = set(workdir_lib.load_speakers(workdir)[split])
+    prefix = pathlib.Path(root).resolve().name + "/"
+    utts = [u for u in utts if u.speaker in wanted or prefix + u.speaker in wanted]
+    if not utts:
+      raise SystemExit(f"error: none of {workdir}'s {split} speakers are in {root}")
+  return utts
 
 def accuracy_by_group(predicted_female, female, groups: dict) -> dict:
   """{group: accuracy} over the utterances each boolean mask selects (None if empty)."""
