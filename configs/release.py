@@ -14,8 +14,8 @@ Waveform augmentation (augment.wave): simulated rooms, generated noise, babble o
 training speakers, telephone band with G.711, band-pass/EQ, gain; then SpecAugment-style
 masks on the log-mel. Encoder: the compact TDNN with attentive statistics pooling, 128
 channels, 256-d embedding; batches of 48 speakers x 3 utterances; GE2E + triplet + speaker-ID
-+ gender; 2400 steps (planned 6000, cut after step 300 to fit the time one 2-core
-machine had; the cosine schedule re-spans 2400). Run from the repository root: the data
++ gender; 3600 steps (planned 6000, cut after step 300 to fit the time one 2-core
+machine had; the cosine schedule re-spans 3600). Run from the repository root: the data
 paths are relative to it. When training
 ends, hive.main fits the training speakers' mean embedding that every command subtracts.
 The recipe choices and their measurements are in pretrained/hive-mtl/MODEL_CARD.md.
@@ -43,10 +43,10 @@ def get_config():
   c.augment.wave.enabled = True
   c.eval.degrade = "telephone"
   c.eval.utterances_per_speaker = 6
-  c.train.steps = 2400
+  c.train.steps = 3600
   c.train.learning_rate = 2e-3
   c.train.warmup_steps = 100
-  c.train.eval_every = 1200
+  c.train.eval_every = 1800
   c.train.checkpoint_every = 300
   c.train.log_every = 50
   return c
