@@ -171,8 +171,9 @@ def section_text(args, rows: dict, planned: int) -> str:
   pct = lambda v: "n/a" if v is None else f"{v:.2%}"
   lines = [f"## {args.section}", "",
            f"{results.machine()['date']}; `{args.config}` with {args.steps} steps for every "
-           "variant (same encoder, data, batches and schedule; only the loss weights, and for "
-           "the semi-hard variants the triplet mining, differ). "
+           "variant (same encoder, data, batches and schedule; only the loss weights differ, "
+           "and for the semi-hard variants the triplet mining, for 'no waveform augmentation' "
+           "the waveform augmentation). "
            "Dev speakers only (speakers with a single utterance scored as 3-s segments, as "
            "in benchmarks/quality.py; a condition after the corpus: its dev audio corrupted "
            "as hive.evaluate --degrade does). Gender: logistic-regression "
