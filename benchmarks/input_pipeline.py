@@ -2,9 +2,10 @@
 
     python benchmarks/input_pipeline.py [--data_root ../shared/data] [--batches 40]
 
-1. Prepares librispeech/ and speechocean762/ (with waveforms) into a fresh TFDS directory.
+1. Prepares the release recipe's corpora (librispeech/, speechocean762/, speechcommands/, with
+   waveforms) into a fresh TFDS directory.
 2. Times the batch reader (hive/data/batches.py on grain) at the release batch shape
-   (48 speakers x 3 utterances, 160-frame crops), both corpora together, for
+   (48 speakers x 3 utterances, 160-frame crops), all three corpora together, for
      * log-mel crops (no waveform augmentation), and
      * waveform crops with every waveform augmentation on at the default probabilities
        (simulated reverb, generated noise, babble read from other training speakers,
@@ -36,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 import results  # noqa: E402
 
-CORPORA = ("librispeech", "speechocean762")
+CORPORA = ("librispeech", "speechocean762", "speechcommands")  # The release recipe's three.
 
 
 def release_config(roots, data_dir, augment: bool):
