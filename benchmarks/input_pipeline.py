@@ -124,7 +124,7 @@ def main(argv=None) -> int:
   lines = [
       "## Input pipeline", "",
       f"Run {env['date']} on {env['platform']} ({env['cpu_count']} CPUs); "
-      f"`python benchmarks/input_pipeline.py --batches {args.batches}`. Both shared corpora "
+      f"`python benchmarks/input_pipeline.py --batches {args.batches}`. The three shared corpora "
       f"({hours:.2f} h, {len(inputs.table.speakers)} training speakers with their "
       "speed-perturbed copies) prepared with waveforms in "
       f"{prepare_seconds:.0f} s (hours/min: {hours / (prepare_seconds / 60):.2f}, including "
