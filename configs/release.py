@@ -1,4 +1,6 @@
-"""Release 5: the unified (multi-task) embedding on all three shared corpora, augmented.
+"""The release recipe from scratch: the unified (multi-task) embedding on all three shared
+corpora, augmented. Release 5 as shipped is release 4 fine-tuned with this recipe
+(configs/release_finetune.py); this from-scratch run was its other candidate.
 
 python -m hive.main --config=configs/release.py --workdir=runs/release
 
